@@ -1,0 +1,642 @@
+"""The ``mailgate`` admin CLI: a composition root.
+
+Input: command-line arguments and the environment (through ``load_settings``). Output:
+tables for people, JSON with ``--json`` on every read command, and on bad input a
+non-zero exit with one line on stderr — never a traceback.
+
+Heavy imports (SQLAlchemy, aiosmtpd, Celery) happen inside commands so that
+``mailgate inspect`` and ``--help`` start fast.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mailgate import __version__
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from mailgate.settings import Settings
+
+
+class CLIError(click.ClickException):
+    """A one-line error for the terminal (exit code 1)."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+@dataclass
+class App:
+    """Lazily built adapters shared by the commands of one invocation."""
+
+    _settings: Settings | None = None
+    _factory: Any = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from mailgate.settings import load_settings
+
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def factory(self) -> Any:
+        if self._factory is None:
+            from mailgate.db import make_engine, make_sessionmaker
+
+            self._factory = make_sessionmaker(make_engine(self.settings.database_url))
+        return self._factory
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        from mailgate.db import unit_of_work
+
+        with unit_of_work(self.factory) as session:
+            yield session
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+def actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no passwd entry inside some containers
+        return "cli:unknown"
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False))
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(table)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+# ------------------------------------------------------------------------ root
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=__version__, prog_name="mailgate")
+def cli() -> None:
+    """Mailgate: email-first discussion lists. Admin commands."""
+
+
+@cli.command("config")
+@json_option
+@pass_app
+def config_cmd(app: App, as_json: bool) -> None:
+    """Print the effective settings, secrets masked."""
+    shown = app.settings.masked()
+    if as_json:
+        emit_json(shown)
+        return
+    print_table("Mailgate settings", ["setting", "value"], [[k, v] for k, v in shown.items()])
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Create or migrate the schema to the newest revision."""
+    from mailgate.db import upgrade_database
+
+    upgrade_database(app.settings.database_url)
+    click.echo("database is at the newest revision")
+
+
+@cli.command("status")
+@json_option
+@pass_app
+def status_cmd(app: App, as_json: bool) -> None:
+    """Schema revision and what the database holds."""
+    from mailgate.status import gather_status
+
+    with app.session() as session:
+        status = gather_status(session, app.settings)
+    if as_json:
+        emit_json(status)
+        return
+    print_table("Mailgate status", ["item", "value"], [[k, v] for k, v in status.items()])
+
+
+# ------------------------------------------------------------------------ lists
+
+visibility_option = click.option(
+    "--visibility", type=click.Choice(["company", "members", "hidden"]), help="Who may read."
+)
+posting_option = click.option(
+    "--posting", type=click.Choice(["members", "company", "announce"]), help="Who may post."
+)
+
+
+@cli.group()
+def lists() -> None:
+    """Create, show, change and archive lists."""
+
+
+@lists.command("create")
+@click.argument("slug")
+@click.option("--name", help="Display name, e.g. 'Engineering'.")
+@click.option("--description", default="", help="One line about the list.")
+@visibility_option
+@posting_option
+@click.option("--mandatory/--optional", default=False, help="Members cannot leave (LIST-06).")
+@pass_app
+def lists_create(
+    app: App,
+    slug: str,
+    name: str | None,
+    description: str,
+    visibility: str | None,
+    posting: str | None,
+    mandatory: bool,
+) -> None:
+    """Create list SLUG (its address is SLUG@DOMAIN)."""
+    from mailgate import directory
+
+    with app.session() as session:
+        ml = directory.create_list(
+            session,
+            actor(),
+            slug,
+            name=name,
+            description=description,
+            visibility=visibility or "company",
+            posting=posting or "members",
+            mandatory=mandatory,
+        )
+        click.echo(f"created list {ml.slug} <{ml.slug}@{app.settings.domain}>")
+
+
+@lists.command("list")
+@click.option("--all", "include_archived", is_flag=True, help="Include archived lists.")
+@json_option
+@pass_app
+def lists_list(app: App, include_archived: bool, as_json: bool) -> None:
+    """All lists with their policies and member counts."""
+    from mailgate import directory
+
+    with app.session() as session:
+        counts = directory.member_counts(session)
+        rows = [
+            {**directory.list_snapshot(ml), "members": counts.get(ml.id, 0)}
+            for ml in directory.all_lists(session, include_archived=include_archived)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    columns = ["slug", "name", "visibility", "posting", "mandatory", "archived", "members"]
+    print_table("Lists", columns, [[r[c] for c in columns] for r in rows])
+
+
+@lists.command("show")
+@click.argument("slug")
+@json_option
+@pass_app
+def lists_show(app: App, slug: str, as_json: bool) -> None:
+    """One list's settings and owners."""
+    from mailgate import directory
+
+    with app.session() as session:
+        ml = directory.get_list(session, slug)
+        members = directory.list_members(session, slug)
+        data = {
+            **directory.list_snapshot(ml),
+            "address": f"{ml.slug}@{app.settings.domain}",
+            "members": len(members),
+            "owners": [m.person.primary_address for m in members if m.role == "owner"],
+            "moderators": [m.person.primary_address for m in members if m.role == "moderator"],
+        }
+    if as_json:
+        emit_json(data)
+        return
+    print_table(f"List {data['slug']}", ["field", "value"], [[k, v] for k, v in data.items()])
+
+
+@lists.command("update")
+@click.argument("slug")
+@click.option("--name")
+@click.option("--description")
+@visibility_option
+@posting_option
+@click.option("--mandatory/--optional", default=None)
+@pass_app
+def lists_update(app: App, slug: str, **changes: Any) -> None:
+    """Change a list's name, description or policies."""
+    from mailgate import directory
+
+    with app.session() as session:
+        ml = directory.update_list(session, actor(), slug, **changes)
+        click.echo(f"updated list {ml.slug}")
+
+
+@lists.command("archive")
+@click.argument("slug")
+@pass_app
+def lists_archive(app: App, slug: str) -> None:
+    """Archive a list: it stops taking mail; its history stays."""
+    from mailgate import directory
+
+    with app.session() as session:
+        directory.archive_list(session, actor(), slug)
+        click.echo(f"archived list {slug}")
+
+
+# ------------------------------------------------------------------------ members
+
+delivery_option = click.option(
+    "--delivery", type=click.Choice(["every", "digest", "none"]), help="How mail arrives."
+)
+role_option = click.option(
+    "--role", type=click.Choice(["owner", "moderator", "member"]), help="Role in the list."
+)
+
+
+@cli.group()
+def members() -> None:
+    """Add, remove, change, import and export members."""
+
+
+@members.command("add")
+@click.argument("slug")
+@click.argument("email")
+@click.option("--name")
+@click.option("--timezone", help="IANA zone, e.g. Europe/Berlin.")
+@click.option("--department")
+@role_option
+@delivery_option
+@pass_app
+def members_add(
+    app: App,
+    slug: str,
+    email: str,
+    name: str | None,
+    timezone: str | None,
+    department: str | None,
+    role: str | None,
+    delivery: str | None,
+) -> None:
+    """Add EMAIL to list SLUG (creating the person if needed)."""
+    from mailgate import directory
+
+    with app.session() as session:
+        m = directory.add_member(
+            session,
+            actor(),
+            slug,
+            email,
+            name=name,
+            timezone=timezone,
+            department=department,
+            role=role or "member",
+            delivery=delivery or "every",
+        )
+        click.echo(f"added {m.person.primary_address} to {slug} ({m.role}, {m.delivery})")
+
+
+@members.command("remove")
+@click.argument("slug")
+@click.argument("email")
+@pass_app
+def members_remove(app: App, slug: str, email: str) -> None:
+    """Remove EMAIL from list SLUG."""
+    from mailgate import directory
+
+    with app.session() as session:
+        directory.remove_member(session, actor(), slug, email)
+        click.echo(f"removed {email.strip().lower()} from {slug}")
+
+
+@members.command("set")
+@click.argument("slug")
+@click.argument("email")
+@delivery_option
+@role_option
+@pass_app
+def members_set(app: App, slug: str, email: str, delivery: str | None, role: str | None) -> None:
+    """Change EMAIL's delivery mode or role in list SLUG."""
+    from mailgate import directory
+
+    with app.session() as session:
+        m = directory.set_member(session, actor(), slug, email, delivery=delivery, role=role)
+        click.echo(f"{m.person.primary_address} in {slug}: {m.role}, {m.delivery}")
+
+
+@members.command("show")
+@click.argument("slug")
+@click.argument("email", required=False)
+@json_option
+@pass_app
+def members_show(app: App, slug: str, email: str | None, as_json: bool) -> None:
+    """List SLUG's members, or one member's details with EMAIL."""
+    from mailgate import directory
+
+    with app.session() as session:
+        if email is None:
+            rows = [
+                {
+                    "email": m.person.primary_address,
+                    "name": m.person.name,
+                    "timezone": m.person.timezone,
+                    "department": m.person.department,
+                    "role": str(m.role),
+                    "delivery": str(m.delivery),
+                }
+                for m in directory.list_members(session, slug)
+            ]
+            if as_json:
+                emit_json(rows)
+                return
+            columns = ["email", "name", "timezone", "department", "role", "delivery"]
+            print_table(f"Members of {slug}", columns, [[r[c] for c in columns] for r in rows])
+            return
+        ml = directory.get_list(session, slug)
+        person = directory.get_person(session, email)
+        membership = directory.get_membership(session, ml, person)
+        if membership is None:
+            raise directory.DirectoryError(f"{email.strip()} is not a member of {ml.slug!r}")
+        data = {
+            **directory.person_snapshot(person),
+            **directory.membership_snapshot(membership),
+            "list": ml.slug,
+            "site_roles": directory.site_roles(session, person),
+        }
+    if as_json:
+        emit_json(data)
+        return
+    print_table(f"{email} in {slug}", ["field", "value"], [[k, v] for k, v in data.items()])
+
+
+@members.command("import")
+@click.argument("slug")
+@click.argument("csv_file", type=click.Path(dir_okay=False, allow_dash=True))
+@json_option
+@pass_app
+def members_import(app: App, slug: str, csv_file: str, as_json: bool) -> None:
+    """Import members of SLUG from CSV (header: email,name,timezone,department).
+
+    Idempotent: running it again changes nothing. Bad rows are skipped with a reason.
+    """
+    from rich.progress import Progress
+
+    from mailgate import directory
+
+    text = _read_text(csv_file)
+    rows, skipped = directory.read_import_rows(text)
+    with app.session() as session:
+        with Progress(transient=True, disable=as_json) as bar:
+            task = bar.add_task(f"importing into {slug}", total=len(rows))
+            report = directory.import_members(
+                session, actor(), slug, rows, progress=lambda n: bar.advance(task, n)
+            )
+        report.skipped = skipped + report.skipped
+        directory.finish_import(session, actor(), slug, report)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    click.echo(
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"skipped {len(report.skipped)}"
+    )
+    for line, reason in report.skipped:
+        click.echo(f"  line {line}: {reason}")
+
+
+def _read_text(path: str) -> str:
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CLIError(f"{path} is not UTF-8 text") from None
+
+
+@members.command("export")
+@click.argument("slug")
+@pass_app
+def members_export(app: App, slug: str) -> None:
+    """Write SLUG's members as CSV to stdout."""
+    from mailgate import directory
+
+    with app.session() as session:
+        click.echo(directory.export_members_csv(session, slug), nl=False)
+
+
+# ------------------------------------------------------------------------ people
+
+
+@cli.group()
+def people() -> None:
+    """People in the directory."""
+
+
+@people.command("show")
+@click.argument("email")
+@json_option
+@pass_app
+def people_show(app: App, email: str, as_json: bool) -> None:
+    """A person's details, roles and memberships."""
+    from mailgate import directory
+
+    with app.session() as session:
+        person = directory.get_person(session, email)
+        data = {
+            **directory.person_snapshot(person),
+            "site_roles": directory.site_roles(session, person),
+            "memberships": [
+                {"list": m.mailing_list.slug, **directory.membership_snapshot(m)}
+                for m in directory.memberships_of(session, person)
+            ],
+        }
+    if as_json:
+        emit_json(data)
+        return
+    print_table(person.name or email, ["field", "value"], [[k, v] for k, v in data.items()])
+
+
+@people.command("update")
+@click.argument("email")
+@click.option("--name")
+@click.option("--timezone")
+@click.option("--department")
+@click.option("--add-address", help="Another address that belongs to this person.")
+@pass_app
+def people_update(
+    app: App,
+    email: str,
+    name: str | None,
+    timezone: str | None,
+    department: str | None,
+    add_address: str | None,
+) -> None:
+    """Change a person's name, timezone or department, or add an address."""
+    from mailgate import directory
+
+    with app.session() as session:
+        directory.get_person(session, email)
+        directory.ensure_person(
+            session, actor(), email, name=name, timezone=timezone, department=department
+        )
+        if add_address:
+            directory.add_address(session, actor(), email, add_address)
+    click.echo(f"updated {email.strip().lower()}")
+
+
+# ------------------------------------------------------------------------ roles
+
+
+@cli.group()
+def roles() -> None:
+    """Site roles (admin, executive) and list roles (owner, moderator, poster)."""
+
+
+@roles.command("grant")
+@click.argument("email")
+@click.argument("role")
+@click.option("--list", "slug", help="Grant a list role (owner, moderator, poster) on this list.")
+@pass_app
+def roles_grant(app: App, email: str, role: str, slug: str | None) -> None:
+    """Grant ROLE to EMAIL."""
+    from mailgate import directory
+
+    with app.session() as session:
+        directory.grant_role(session, actor(), email, role, slug)
+    click.echo(f"granted {role} to {email.strip().lower()}" + (f" on {slug}" if slug else ""))
+
+
+@roles.command("revoke")
+@click.argument("email")
+@click.argument("role")
+@click.option("--list", "slug", help="Revoke a list role on this list.")
+@pass_app
+def roles_revoke(app: App, email: str, role: str, slug: str | None) -> None:
+    """Revoke ROLE from EMAIL."""
+    from mailgate import directory
+
+    with app.session() as session:
+        directory.revoke_role(session, actor(), email, role, slug)
+    click.echo(f"revoked {role} from {email.strip().lower()}" + (f" on {slug}" if slug else ""))
+
+
+# ------------------------------------------------------------------------ audit
+
+
+@cli.command("audit")
+@click.option("--target", help="Only entries about this target, e.g. list:eng.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+@pass_app
+def audit_cmd(app: App, target: str | None, limit: int, as_json: bool) -> None:
+    """The audit trail, newest first."""
+    from mailgate import directory
+
+    with app.session() as session:
+        rows = [
+            {
+                "id": e.id,
+                "at": e.at.isoformat(timespec="seconds"),
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "before": e.before,
+                "after": e.after,
+            }
+            for e in directory.audit_entries(session, limit=limit, target=target)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(
+        "Audit log",
+        ["at", "actor", "action", "target", "change"],
+        [[r["at"], r["actor"], r["action"], r["target"], describe_change(r)] for r in rows],
+    )
+
+
+def describe_change(entry: dict[str, Any]) -> str:
+    """``field: old → new`` for each changed field (the JSON view has everything)."""
+    before, after = entry["before"] or {}, entry["after"] or {}
+    parts = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old != new:
+            parts.append(f"{key}: {old if key in before else '∅'} → {new if key in after else '∅'}")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------ entry point
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from mailgate.directory import DirectoryError
+    from mailgate.settings import SettingsError
+
+    return (DirectoryError, SettingsError, OperationalError, ProgrammingError)
+
+
+def _one_line(exc: BaseException) -> str:
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    if isinstance(exc, OperationalError | ProgrammingError):
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        if "no such table" in first or "does not exist" in first:
+            return f"database is not initialised ({first}); run: mailgate db upgrade"
+        return f"database error: {first}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def main(argv: list[str] | None = None, *, entry: click.Group = cli) -> None:
+    """Console-script entry: turn expected failures into one line and exit 1."""
+    try:
+        entry.main(args=argv, prog_name="mailgate", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - never a traceback on the terminal
+        if not isinstance(exc, _expected_errors()):
+            click.echo(f"error: unexpected {type(exc).__name__}: {_one_line(exc)}", err=True)
+            sys.exit(1)
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Data model: SQLAlchemy 2.0 typed tables.
+
+The database holds all state (Redis only carries work). Every side effect has a row with
+a unique key, so re-running a step is harmless: posts are unique per (list, Message-ID
+key), outbox rows per key, memberships per (list, person).
+
+Schema changes go through Alembic migrations in ``mailgate/migrations``; the tests check
+that the migrations and these models agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both engines (SQLite drops tzinfo on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Visibility(enum.StrEnum):
+    COMPANY = "company"  # anyone in the company may read
+    MEMBERS = "members"  # only members may read; the list is listed
+    HIDDEN = "hidden"  # only members may read, and only members know it exists
+
+
+class PostingPolicy(enum.StrEnum):
+    MEMBERS = "members"
+    COMPANY = "company"  # any active person in the directory
+    ANNOUNCE = "announce"  # only owners, moderators and the allow-list; needs authentication
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    MODERATOR = "moderator"
+    MEMBER = "member"
+
+
+class Delivery(enum.StrEnum):
+    EVERY = "every"
+    DIGEST = "digest"
+    NONE = "none"
+
+
+class SiteRole(enum.StrEnum):
+    ADMIN = "admin"
+    EXECUTIVE = "executive"  # may ask the company questions (issue: questions)
+
+
+class RawStatus(enum.StrEnum):
+    RECEIVED = "received"  # committed by the gateway, not yet processed
+    PROCESSED = "processed"  # became a post or a command
+    REJECTED = "rejected"  # the sender's fault; a reason and maybe a notice
+    SUPPRESSED = "suppressed"  # automatic mail, bounces, loops: logged, never answered
+    HELD = "held"  # waiting for a moderator or a confirmation
+    DISCARDED = "discarded"  # an admin threw it away
+    FAILED = "failed"  # our fault, after N tries; kept for replay
+
+
+def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    # Store values (not names) as VARCHAR + CHECK: portable and readable in psql.
+    return Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class Person(Base):
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    department: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    addresses: Mapped[list[Address]] = relationship(
+        back_populates="person", order_by="Address.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def primary_address(self) -> str:
+        for addr in self.addresses:
+            if addr.is_primary:
+                return addr.email
+        return self.addresses[0].email if self.addresses else ""
+
+
+class Address(Base):
+    __tablename__ = "addresses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # lowercased addr-spec
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    person: Mapped[Person] = relationship(back_populates="addresses")
+
+
+class PersonRole(Base):
+    """Site-wide roles (admin, executive); list roles live on memberships."""
+
+    __tablename__ = "person_roles"
+    __table_args__ = (UniqueConstraint("person_id", "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
+    role: Mapped[SiteRole] = mapped_column(_enum(SiteRole, "site_role"))
+
+
+class MailingList(Base):
+    __tablename__ = "lists"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)  # local part: eng@DOMAIN
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    visibility: Mapped[Visibility] = mapped_column(
+        _enum(Visibility, "visibility"), default=Visibility.COMPANY
+    )
+    posting: Mapped[PostingPolicy] = mapped_column(
+        _enum(PostingPolicy, "posting_policy"), default=PostingPolicy.MEMBERS
+    )
+    mandatory: Mapped[bool] = mapped_column(Boolean, default=False)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AllowedPoster(Base):
+    """The allow-list of an announce-only list (besides its owners and moderators)."""
+
+    __tablename__ = "allowed_posters"
+    __table_args__ = (UniqueConstraint("list_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("list_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.MEMBER)
+    delivery: Mapped[Delivery] = mapped_column(_enum(Delivery, "delivery"), default=Delivery.EVERY)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    person: Mapped[Person] = relationship()
+    mailing_list: Mapped[MailingList] = relationship()
+
+
+class Discussion(Base):
+    __tablename__ = "discussions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(998))
+    started_by_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_post_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Post(Base):
+    __tablename__ = "posts"
+    # DUR-02: the same Message-ID to the same list is one post.
+    __table_args__ = (UniqueConstraint("list_id", "message_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    discussion_id: Mapped[int] = mapped_column(ForeignKey("discussions.id"), index=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id"))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), nullable=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("posts.id"), nullable=True)
+    raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"), nullable=True)
+    message_id: Mapped[str] = mapped_column(String(998), index=True)
+    message_key: Mapped[str] = mapped_column(String(64))  # sha256 of the normalised id
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    text: Mapped[str] = mapped_column(Text)
+    elided: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RawMessage(Base):
+    """Exact bytes as received plus the SMTP envelope (FMT-01, DUR-01)."""
+
+    __tablename__ = "raw_messages"
+    __table_args__ = (Index("ix_raw_messages_status", "status", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    mail_from: Mapped[str] = mapped_column(String(998), default="")
+    rcpt_to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    peer: Mapped[str] = mapped_column(String(100), default="")
+    helo: Mapped[str] = mapped_column(String(255), default="")
+    message_id: Mapped[str] = mapped_column(String(998), default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[RawStatus] = mapped_column(
+        _enum(RawStatus, "raw_status"), default=RawStatus.RECEIVED
+    )
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    explanation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class OutboxEntry(Base):
+    """Transactional outbox (DUR-03): work to publish once the transaction commits."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "published_at", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)  # e.g. ingest:42
+    task: Mapped[str] = mapped_column(String(100))
+    args: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AuditEntry(Base):
+    """Append-only: the migrations install triggers that refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(400))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -1,0 +1,183 @@
+"""Settings: the only reader of the environment.
+
+Input: a mapping of environment variables (``os.environ`` by default). Output: one frozen
+:class:`Settings`. Every other module receives settings (or the values it needs) as
+arguments; nothing else reads ``os.environ``.
+
+Defaults give the embedded shape: SQLite under ``./var/``, kombu's filesystem broker
+under ``./var/broker``, outbound mail into the Maildir ``./var/outbox``. Production sets
+``MAILGATE_DATABASE_URL=postgresql+psycopg://…`` and ``MAILGATE_BROKER_URL=redis://…``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+SECRET_FIELDS = frozenset({"secret_key"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    database_url: str
+    broker_url: str
+    domain: str
+    smtp_host: str
+    smtp_port: int
+    relay_url: str
+    secret_key: str
+    base_url: str | None
+    trusted_peers: tuple[str, ...]
+    authserv_ids: frozenset[str]
+    company_domains: frozenset[str]
+    max_message_size: int
+    max_recipients: int
+    max_received_headers: int
+    http_port: int
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def broker_is_embedded(self) -> bool:
+        return self.broker_url.startswith("filesystem")
+
+    def masked(self) -> dict[str, str]:
+        """Every setting as display text, with secrets and URL passwords masked."""
+        shown: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS:
+                text = "****" if value else ""
+            elif isinstance(value, frozenset | tuple):
+                text = (
+                    ", ".join(sorted(value)) if isinstance(value, frozenset) else ", ".join(value)
+                )
+            elif isinstance(value, str) and "://" in value:
+                text = mask_url_password(value)
+            else:
+                text = str(value)
+            shown[f.name] = text
+        return shown
+
+
+def mask_url_password(url: str) -> str:
+    """``scheme://user:pw@host`` → ``scheme://user:****@host``; other URLs unchanged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _csv(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, default).split(",") if item.strip())
+
+
+def load_secret(var_dir: Path) -> str:
+    """Read the token-signing secret from ``var/secret.key``, creating it (0600) once.
+
+    The file is created with O_EXCL so two processes starting together agree on one key.
+    """
+    path = var_dir / "secret.key"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise SettingsError(
+                f"{path} is readable by others (mode {mode:o}); run: chmod 600 {path}"
+            ) from None
+        secret = path.read_text().strip()
+    else:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return path.read_text().strip()
+    if len(secret) < 32:
+        raise SettingsError(f"{path} holds a secret shorter than 32 characters")
+    return secret
+
+
+def _check_relay(url: str) -> str:
+    scheme = url.split(":", 1)[0]
+    if scheme not in {"smtp", "smtps", "maildir"}:
+        raise SettingsError(
+            f"MAILGATE_RELAY_URL must be smtp://host:port, smtps://… or maildir:PATH, got {url!r}"
+        )
+    return url
+
+
+def _check_peers(peers: tuple[str, ...]) -> tuple[str, ...]:
+    for peer in peers:
+        try:
+            ipaddress.ip_network(peer, strict=False)
+        except ValueError:
+            raise SettingsError(f"MAILGATE_TRUSTED_PEERS: {peer!r} is not an IP network") from None
+    return peers
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from the environment (``os.environ`` when not given)."""
+    env = os.environ if environ is None else environ
+    var_dir = Path(env.get("MAILGATE_VAR_DIR", "var")).resolve()
+    database_url = env.get("MAILGATE_DATABASE_URL") or f"sqlite:///{var_dir / 'mailgate.db'}"
+    if database_url.startswith("postgresql://"):
+        # We ship psycopg 3; plain postgresql:// would make SQLAlchemy look for psycopg2.
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+    if not database_url.startswith(("sqlite", "postgresql+psycopg")):
+        raise SettingsError("MAILGATE_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+    domain = env.get("MAILGATE_DOMAIN", "lists.localhost").strip().lower()
+    if not domain or "@" in domain or " " in domain:
+        raise SettingsError(f"MAILGATE_DOMAIN must be a domain name, got {domain!r}")
+    secret = env.get("MAILGATE_SECRET_KEY") or load_secret(var_dir)
+    if len(secret) < 32:
+        raise SettingsError("MAILGATE_SECRET_KEY must be at least 32 characters")
+    base_url = (env.get("MAILGATE_BASE_URL") or "").rstrip("/") or None
+    company = _csv(env, "MAILGATE_COMPANY_DOMAINS", domain.split(".", 1)[-1])
+    return Settings(
+        var_dir=var_dir,
+        database_url=database_url,
+        broker_url=env.get("MAILGATE_BROKER_URL") or "filesystem://",
+        domain=domain,
+        smtp_host=env.get("MAILGATE_SMTP_HOST", "127.0.0.1"),
+        smtp_port=_int(env, "MAILGATE_SMTP_PORT", 2525, 0, 65535),
+        relay_url=_check_relay(env.get("MAILGATE_RELAY_URL") or f"maildir:{var_dir / 'outbox'}"),
+        secret_key=secret,
+        base_url=base_url,
+        trusted_peers=_check_peers(_csv(env, "MAILGATE_TRUSTED_PEERS", "127.0.0.0/8,::1/128")),
+        authserv_ids=frozenset(_csv(env, "MAILGATE_AUTHSERV_IDS", "")),
+        company_domains=frozenset(d.lower() for d in company),
+        max_message_size=_int(env, "MAILGATE_MAX_MESSAGE_SIZE", 10_240_000, 1024, 2**31),
+        max_recipients=_int(env, "MAILGATE_MAX_RECIPIENTS", 100, 1, 10_000),
+        max_received_headers=_int(env, "MAILGATE_MAX_RECEIVED", 50, 5, 500),
+        http_port=_int(env, "MAILGATE_HTTP_PORT", 8025, 0, 65535),
+    )
