@@ -6,7 +6,8 @@ address is for. Kinds:
 - ``eng@DOMAIN`` — a list (post);
 - ``eng-request@DOMAIN`` — the list's command address;
 - ``reply+TOKEN@DOMAIN`` — one member's reply address for one discussion;
-- ``bounces+TOKEN@DOMAIN`` — a VERP bounce address for one delivery.
+- ``bounces+TOKEN@DOMAIN`` — a VERP bounce address for one delivery;
+- ``confirm+TOKEN@DOMAIN`` — where a member answers a confirmation request.
 
 Tokens are opaque; their meaning lives in the database (``mailgate.tokens``). This module
 only knows their shape, so a malformed token is refused at RCPT without a lookup.
@@ -19,11 +20,21 @@ import re
 from dataclasses import dataclass
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+TOKEN_RE = re.compile(r"^[A-Za-z2-7]{16,64}$")  # lowercase base32 (mailgate.tokens)
 
 # Local parts we never give to a list: robot addresses and RFC 2142 role mailboxes.
 RESERVED_SLUGS = frozenset(
-    {"reply", "bounces", "ask", "postmaster", "mailer-daemon", "abuse", "noreply", "mailgate"}
+    {
+        "reply",
+        "bounces",
+        "confirm",
+        "ask",
+        "postmaster",
+        "mailer-daemon",
+        "abuse",
+        "noreply",
+        "mailgate",
+    }
 )
 COMMAND_SUFFIX = "-request"
 
@@ -33,6 +44,7 @@ class AddressKind(enum.StrEnum):
     COMMAND = "command"
     REPLY = "reply"
     BOUNCE = "bounce"
+    CONFIRM = "confirm"  # confirm+TOKEN@: the answer to a confirmation request
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,8 @@ def decode_recipient(address: str, domain: str) -> Recipient | None:
             return Recipient(AddressKind.REPLY, token)
         if base.lower() == "bounces":
             return Recipient(AddressKind.BOUNCE, token)
+        if base.lower() == "confirm":
+            return Recipient(AddressKind.CONFIRM, token)
         return None
     local = local.lower()
     if local.endswith(COMMAND_SUFFIX):
@@ -97,6 +111,10 @@ def reply_address(token: str, domain: str) -> str:
 
 def bounce_address(token: str, domain: str) -> str:
     return f"bounces+{token}@{domain}"
+
+
+def confirm_address(token: str, domain: str) -> str:
+    return f"confirm+{token}@{domain}"
 
 
 def redact_address(address: str) -> str:

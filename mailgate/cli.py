@@ -594,6 +594,265 @@ def describe_change(entry: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+# ------------------------------------------------------------------------ processes
+
+
+@cli.command("serve")
+@pass_app
+def serve_cmd(app: App) -> None:
+    """Run the SMTP gateway (the Procfile's smtp process)."""
+    from mailgate.processes import serve
+
+    serve(app.settings)
+
+
+@cli.command("worker")
+@click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--queues", default="ingest,notices,maintenance", show_default=True)
+@click.option("--loglevel", default="INFO", show_default=True)
+@pass_app
+def worker_cmd(app: App, concurrency: int, queues: str, loglevel: str) -> None:
+    """Run a Celery worker (the Procfile's worker process)."""
+    from mailgate.processes import worker
+
+    worker(app.settings, concurrency, queues, loglevel)
+
+
+@cli.command("beat")
+@click.option("--loglevel", default="INFO", show_default=True)
+@pass_app
+def beat_cmd(app: App, loglevel: str) -> None:
+    """Run the scheduler: the sweeper now, digests and prompts later. Run exactly one."""
+    from mailgate.processes import beat
+
+    beat(app.settings, loglevel)
+
+
+@cli.command("run")
+@click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64))
+@pass_app
+def run_cmd(app: App, concurrency: int) -> None:
+    """Migrate the database, show the status, and run gateway, worker and scheduler."""
+    from mailgate.db import upgrade_database
+    from mailgate.processes import run_all
+    from mailgate.status import gather_status
+
+    upgrade_database(app.settings.database_url)
+    with app.session() as session:
+        status = gather_status(session, app.settings)
+    print_table("Mailgate", ["item", "value"], [[k, v] for k, v in status.items()])
+    raise SystemExit(run_all(app.settings, concurrency=concurrency))
+
+
+# ------------------------------------------------------------------------ inspect
+
+
+@cli.command("inspect")
+@click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--mail-from", default="", help="Envelope sender to assume ('' = null sender).")
+def inspect_cmd(source: str, mail_from: str) -> None:
+    """Classify one raw message and show its new text, without storing anything.
+
+    SOURCE is a file or - for stdin. Prints JSON. Needs no database or server.
+    """
+    from mailgate.reading import inspect_message
+    from mailgate.settings import domain_from_env
+
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise CLIError(f"cannot read {source}: {exc.strerror}") from None
+    emit_json(inspect_message(raw, domain=domain_from_env(), mail_from=mail_from or "x@invalid"))
+
+
+# ------------------------------------------------------------------------ inbound
+
+
+@cli.group()
+def inbound() -> None:
+    """Stored inbound mail: what was refused, held or failed, and why."""
+
+
+def _raw_summary(row: Any) -> dict[str, Any]:
+    from mailgate.addressing import redact_address
+
+    return {
+        "id": row.id,
+        "received_at": row.received_at.isoformat(timespec="seconds"),
+        "status": str(row.status),
+        "reason": row.reason,
+        "mail_from": row.mail_from,
+        "rcpt_to": [redact_address(r) for r in row.rcpt_to],
+        "message_id": row.message_id,
+        "size": len(row.raw),
+        "attempts": row.attempts,
+    }
+
+
+@inbound.command("list")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(
+        ["received", "processed", "rejected", "suppressed", "held", "discarded", "failed"]
+    ),
+    help="Only these statuses (default: everything not processed).",
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+@pass_app
+def inbound_list(app: App, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Recent inbound messages, newest first."""
+    from sqlalchemy import select
+
+    from mailgate.models import RawMessage, RawStatus
+
+    wanted = [RawStatus(s) for s in statuses] or [
+        s for s in RawStatus if s is not RawStatus.PROCESSED
+    ]
+    with app.session() as session:
+        rows = [
+            _raw_summary(r)
+            for r in session.scalars(
+                select(RawMessage)
+                .where(RawMessage.status.in_(wanted))
+                .order_by(RawMessage.id.desc())
+                .limit(limit)
+            )
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    columns = ["id", "received_at", "status", "reason", "mail_from", "rcpt_to"]
+    print_table("Inbound", columns, [[r[c] for c in columns] for r in rows])
+
+
+def _get_raw(session: Any, raw_id: int) -> Any:
+    from mailgate.models import RawMessage
+
+    row = session.get(RawMessage, raw_id)
+    if row is None:
+        raise CLIError(f"no inbound message {raw_id}")
+    return row
+
+
+@inbound.command("show")
+@click.argument("raw_id", type=int)
+@click.option("--raw", "show_raw", is_flag=True, help="Print the exact bytes received.")
+@json_option
+@pass_app
+def inbound_show(app: App, raw_id: int, show_raw: bool, as_json: bool) -> None:
+    """One stored message: envelope, status and reason (or its exact bytes)."""
+    with app.session() as session:
+        row = _get_raw(session, raw_id)
+        if show_raw:
+            sys.stdout.buffer.write(row.raw)
+            return
+        data = {**_raw_summary(row), "sha256": row.sha256, "peer": row.peer, "helo": row.helo}
+    if as_json:
+        emit_json(data)
+        return
+    print_table(f"Inbound {raw_id}", ["field", "value"], [[k, v] for k, v in data.items()])
+
+
+@inbound.command("explain")
+@click.argument("raw_id", type=int)
+@pass_app
+def inbound_explain(app: App, raw_id: int) -> None:
+    """How a stored message was classified, attributed and threaded, and why (JSON)."""
+    from mailgate.classify import OurAddresses
+    from mailgate.reading import read_message
+
+    with app.session() as session:
+        row = _get_raw(session, raw_id)
+        explanation = dict(row.explanation or {})
+        if not explanation:
+            ours = OurAddresses(app.settings.domain, frozenset(), f"mailgate@{app.settings.domain}")
+            reading = read_message(row.raw, mail_from=row.mail_from, ours=ours)
+            explanation = {"not_processed_yet": True, "reading": reading.as_dict()}
+        emit_json({**_raw_summary(row), "explanation": explanation})
+
+
+@inbound.command("release")
+@click.argument("raw_id", type=int)
+@pass_app
+def inbound_release(app: App, raw_id: int) -> None:
+    """Post a held message now (a moderator's decision)."""
+    from mailgate.directory import record
+    from mailgate.ingest import IngestContext, release_post
+    from mailgate.models import RawStatus
+
+    settings = app.settings
+    ctx = IngestContext(domain=settings.domain, secrets=(settings.secret_key,))
+    with app.session() as session:
+        row = _get_raw(session, raw_id)
+        if row.status is not RawStatus.HELD:
+            raise CLIError(f"inbound message {raw_id} is {row.status}, not held")
+        outcome = release_post(session, row, ctx)
+        record(
+            session,
+            actor(),
+            "inbound.release",
+            f"inbound:{raw_id}",
+            {"status": "held"},
+            {"status": str(row.status), "reason": outcome.reason},
+        )
+    click.echo(f"released inbound message {raw_id}: {outcome.reason}")
+
+
+@inbound.command("discard")
+@click.argument("raw_id", type=int)
+@pass_app
+def inbound_discard(app: App, raw_id: int) -> None:
+    """Throw away a held or failed message (its bytes stay for the retention period)."""
+    from mailgate.directory import record
+    from mailgate.models import RawStatus
+
+    with app.session() as session:
+        row = _get_raw(session, raw_id)
+        if row.status is RawStatus.PROCESSED:
+            raise CLIError(f"inbound message {raw_id} was posted; nothing to discard")
+        before = {"status": str(row.status)}
+        row.status, row.reason = RawStatus.DISCARDED, "discarded-by-admin"
+        record(
+            session,
+            actor(),
+            "inbound.discard",
+            f"inbound:{raw_id}",
+            before,
+            {"status": "discarded"},
+        )
+    click.echo(f"discarded inbound message {raw_id}")
+
+
+@inbound.command("replay")
+@click.argument("raw_id", type=int)
+@pass_app
+def inbound_replay(app: App, raw_id: int) -> None:
+    """Process a stored message again from its exact bytes (after a fix or a change)."""
+    from mailgate.directory import record
+    from mailgate.models import RawStatus
+
+    with app.session() as session:
+        row = _get_raw(session, raw_id)
+        if row.status is RawStatus.PROCESSED:
+            raise CLIError(f"inbound message {raw_id} was posted; replaying would add nothing")
+        before = {"status": str(row.status), "reason": row.reason}
+        row.status, row.reason, row.attempts, row.queued_at = RawStatus.RECEIVED, "", 0, None
+        row.explanation = {}
+        record(
+            session, actor(), "inbound.replay", f"inbound:{raw_id}", before, {"status": "received"}
+        )
+    from worker.runtime import publish_ingest
+
+    try:
+        publish_ingest([raw_id])
+    except Exception:  # noqa: BLE001 - the sweeper picks it up
+        click.echo("broker unavailable; the sweeper will queue it", err=True)
+    click.echo(f"queued inbound message {raw_id} for processing again")
+
+
 # ------------------------------------------------------------------------ entry point
 
 

@@ -257,6 +257,7 @@ class RawMessage(Base):
     )
     reason: Mapped[str] = mapped_column(String(200), default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     explanation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
@@ -287,3 +288,75 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(400))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+# ---------------------------------------------------------------- inbound (migration 0002)
+
+
+class Like(Base):
+    """A ``+1`` reply: one per (post, person)."""
+
+    __tablename__ = "likes"
+    __table_args__ = (UniqueConstraint("post_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Mute(Base):
+    """A muted discussion: no more copies of it to this person."""
+
+    __tablename__ = "mutes"
+    __table_args__ = (UniqueConstraint("discussion_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    discussion_id: Mapped[int] = mapped_column(ForeignKey("discussions.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Notice(Base):
+    """An explanatory notice to a sender: at most one per (address, reason, day)."""
+
+    __tablename__ = "notices"
+    __table_args__ = (UniqueConstraint("address", "reason", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    day: Mapped[str] = mapped_column(String(32))  # YYYY-MM-DD in UTC (+ #raw for confirmations)
+    raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"), nullable=True)
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PendingAction(Base):
+    """A change asked for by mail that waits for confirmation from the address of
+    record (LIST-07, SPOOF-03): subscribe, unsubscribe, delivery changes, held posts."""
+
+    __tablename__ = "pending_actions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))  # subscribe, unsubscribe, digest, …, post
+    address: Mapped[str] = mapped_column(String(320))  # where the confirmation went
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StoredAttachment(Base):
+    """An attachment of a post: its sanitised name and digest; the bytes stay in the raw
+    message (FMT-01), so nothing is stored twice."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))

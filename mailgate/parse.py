@@ -15,10 +15,15 @@ import email
 import email.header
 import email.message
 import email.policy
+import logging
 import re
 from dataclasses import dataclass, field
 
 import mailparser
+
+# mail-parser logs a warning for every part type it does not render (delivery-status,
+# rfc822-headers …); we read those parts ourselves, so its warnings are only noise.
+logging.getLogger("mailparser").setLevel(logging.ERROR)
 
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
 
@@ -93,6 +98,14 @@ def _message_id(value: str | None) -> str | None:
     return cleaned or None
 
 
+def _unescape(value: object) -> str:
+    text = str(value)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeError:
+        return text
+
+
 def _decode_part(part: email.message.Message, defects: list[str]) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
@@ -122,7 +135,7 @@ def _walk_bodies(
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        disposition = str(part.get("Content-Disposition") or "").split(";")[0].strip().lower()
         try:
             filename = part.get_filename()
         except Exception:  # noqa: BLE001 - broken RFC 2231 parameters
@@ -163,13 +176,16 @@ def parse_message(raw: bytes) -> InboundMessage:
     for defect in msg.defects:
         defects.append(type(defect).__name__)
 
-    headers: list[tuple[str, str]] = []
-    for key, value in msg.items():
-        headers.append((str(key), str(value)))
+    # raw_items() gives the header text as received; compat32 carries raw 8-bit bytes
+    # (SMTPUTF8 headers) as surrogate escapes, which we turn back into UTF-8 here.
+    headers = [(str(key), _unescape(value)) for key, value in msg.raw_items()]
 
     def first(name: str) -> str | None:
-        value = msg.get(name)
-        return None if value is None else str(value)
+        wanted = name.lower()
+        for key, value in headers:
+            if key.lower() == wanted:
+                return value
+        return None
 
     plain, html, attachments = _walk_bodies(msg, defects)
     return InboundMessage(

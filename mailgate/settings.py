@@ -46,6 +46,7 @@ class Settings:
     max_recipients: int
     max_received_headers: int
     http_port: int
+    failpoint: str = ""  # crash-test hook: "after-commit" kills the gateway before its 250
 
     @property
     def is_sqlite(self) -> bool:
@@ -155,7 +156,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
     if not database_url.startswith(("sqlite", "postgresql+psycopg")):
         raise SettingsError("MAILGATE_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
-    domain = env.get("MAILGATE_DOMAIN", "lists.localhost").strip().lower()
+    domain = domain_from_env(env)
     if not domain or "@" in domain or " " in domain:
         raise SettingsError(f"MAILGATE_DOMAIN must be a domain name, got {domain!r}")
     secret = env.get("MAILGATE_SECRET_KEY") or load_secret(var_dir)
@@ -180,4 +181,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_recipients=_int(env, "MAILGATE_MAX_RECIPIENTS", 100, 1, 10_000),
         max_received_headers=_int(env, "MAILGATE_MAX_RECEIVED", 50, 5, 500),
         http_port=_int(env, "MAILGATE_HTTP_PORT", 8025, 0, 65535),
+        failpoint=env.get("MAILGATE_FAILPOINT", ""),
     )
+
+
+def domain_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """Just the mail domain, with no side effects (``mailgate inspect`` must not create
+    ``var/`` or a secret)."""
+    env = os.environ if environ is None else environ
+    return env.get("MAILGATE_DOMAIN", "lists.localhost").strip().lower()

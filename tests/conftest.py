@@ -148,3 +148,105 @@ def run_cli(mailgate_env: dict[str, str]):  # type: ignore[no-untyped-def]
         return CLIResult(code, stdout, stderr)
 
     return invoke
+
+
+# ---------------------------------------------------------------- gateway and pipeline
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    host: str
+    port: int
+    handler: object
+    inbox: object
+    published: list[int]
+
+    def smtp(self):  # type: ignore[no-untyped-def]
+        import smtplib
+
+        return smtplib.SMTP(self.host, self.port, timeout=10)
+
+
+@pytest.fixture
+def gateway_factory(session_factory):  # type: ignore[no-untyped-def]
+    """Start real gateways (aiosmtpd on 127.0.0.1, real database); stopped at teardown.
+
+    ``inbox`` may be given to wrap the storage port (fault injection); ``published``
+    records the raw ids handed to the broker port.
+    """
+    from mailgate.inbox import SqlInbox
+    from mailgate.smtp import GatewayController, GatewayHandler, Limits
+
+    started: list[GatewayController] = []
+
+    def start(
+        *, limits: Limits | None = None, inbox=None, trusted=("127.0.0.1/32",), after_commit=None
+    ):  # type: ignore[no-untyped-def]
+        published: list[int] = []
+        inbox = inbox or SqlInbox(session_factory, publish=published.extend)
+        handler = GatewayHandler(
+            inbox,
+            domain=DOMAIN,
+            secrets=(SECRET,),
+            limits=limits or Limits(),
+            after_commit=after_commit,
+        )
+        port = free_port()
+        controller = GatewayController(
+            handler, hostname="127.0.0.1", port=port, trusted_peers=trusted, server_name=DOMAIN
+        )
+        controller.start()
+        started.append(controller)
+        return Gateway("127.0.0.1", port, handler, inbox, published)
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+@pytest.fixture
+def gateway(gateway_factory):  # type: ignore[no-untyped-def]
+    return gateway_factory()
+
+
+@pytest.fixture
+def ingest_context():  # type: ignore[no-untyped-def]
+    from mailgate.ingest import IngestContext
+
+    return IngestContext(
+        domain=DOMAIN, secrets=(SECRET,), authserv_ids=frozenset({"mx.corp.example"})
+    )
+
+
+@pytest.fixture
+def directory(session_factory):  # type: ignore[no-untyped-def]
+    """Create lists and members quickly through the real directory use cases."""
+    from mailgate import directory as d
+    from mailgate.db import unit_of_work
+
+    class Directory:
+        def list(self, slug: str, **kw):  # type: ignore[no-untyped-def]
+            with unit_of_work(session_factory) as s:
+                d.create_list(s, "test", slug, **kw)
+
+        def member(self, slug: str, email: str, **kw):  # type: ignore[no-untyped-def]
+            with unit_of_work(session_factory) as s:
+                d.add_member(s, "test", slug, email, **kw)
+
+        def grant(self, email: str, role: str, slug: str | None = None) -> None:
+            with unit_of_work(session_factory) as s:
+                d.grant_role(s, "test", email, role, slug)
+
+        def person_id(self, email: str) -> int:
+            with session_factory() as s:
+                return d.get_person(s, email).id
+
+    return Directory()

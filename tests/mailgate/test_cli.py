@@ -48,7 +48,10 @@ def test_lists_create_show_update_archive(eng) -> None:  # type: ignore[no-untyp
         (("lists", "update", "eng"), "nothing to change"),
         (("members", "add", "eng", "not-an-address"), "invalid address 'not-an-address'"),
         (("members", "add", "nope", "a@corp.example"), "unknown list 'nope'"),
-        (("members", "add", "eng", "a@corp.example", "--timezone", "Mars/Base"), "unknown timezone"),
+        (
+            ("members", "add", "eng", "a@corp.example", "--timezone", "Mars/Base"),
+            "unknown timezone",
+        ),
         (("members", "remove", "eng", "ghost@corp.example"), "no person with address"),
         (("members", "set", "eng", "ghost@corp.example", "--delivery", "digest"), "no person"),
         (("roles", "grant", "ghost@corp.example", "admin"), "no person with address"),
@@ -80,8 +83,16 @@ def test_commands_before_db_upgrade_say_what_to_do(run_cli, mailgate_env, tmp_pa
 
 def test_members_add_set_show_remove(eng) -> None:  # type: ignore[no-untyped-def]
     added = eng(
-        "members", "add", "eng", "Alice@Corp.Example", "--name", "Alice",
-        "--timezone", "Europe/Berlin", "--department", "Platform",
+        "members",
+        "add",
+        "eng",
+        "Alice@Corp.Example",
+        "--name",
+        "Alice",
+        "--timezone",
+        "Europe/Berlin",
+        "--department",
+        "Platform",
     )
     assert added.exit_code == 0, added.stderr
     dup = eng("members", "add", "eng", "alice@corp.example")
@@ -91,7 +102,9 @@ def test_members_add_set_show_remove(eng) -> None:  # type: ignore[no-untyped-de
     member = as_json(eng("members", "show", "eng", "alice@corp.example", "--json"))
     assert member["addresses"] == ["alice@corp.example"]
     assert (member["delivery"], member["role"], member["timezone"]) == (
-        "digest", "member", "Europe/Berlin",
+        "digest",
+        "member",
+        "Europe/Berlin",
     )
     rows = as_json(eng("members", "show", "eng", "--json"))
     assert [(r["email"], r["department"]) for r in rows] == [("alice@corp.example", "Platform")]
@@ -134,8 +147,14 @@ def test_every_mutating_command_writes_an_audit_row(eng) -> None:  # type: ignor
     entries = as_json(eng("audit", "--json", "--limit", "100"))
     actions = [e["action"] for e in reversed(entries)]
     assert actions == [
-        "list.create", "person.create", "member.add", "member.set", "role.grant",
-        "list.update", "member.remove", "list.archive",
+        "list.create",
+        "person.create",
+        "member.add",
+        "member.set",
+        "role.grant",
+        "list.update",
+        "member.remove",
+        "list.archive",
     ]
     by_action = {e["action"]: e for e in entries}
     assert by_action["member.set"]["before"]["delivery"] == "every"
@@ -187,7 +206,9 @@ def test_import_is_idempotent_and_reports_each_bad_row(eng, tmp_path) -> None:  
     assert (third["added"], third["updated"]) == (0, 1)
     member = as_json(eng("members", "show", "eng", "a@corp.example", "--json"))
     assert (member["department"], member["name"], member["timezone"]) == (
-        "Marketing", "Ann", "Europe/Paris",
+        "Marketing",
+        "Ann",
+        "Europe/Paris",
     )
     imports = [e for e in as_json(eng("audit", "--json")) if e["action"] == "member.import"]
     assert [e["after"]["added"] for e in reversed(imports)] == [2, 0, 0]
@@ -230,7 +251,16 @@ def test_import_of_missing_file_and_unknown_list(eng, tmp_path) -> None:  # type
 
 
 def test_export_round_trips_through_import(eng, run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    eng("members", "add", "eng", "a@corp.example", "--name", "Smith, Ann", "--timezone", "Asia/Tokyo")
+    eng(
+        "members",
+        "add",
+        "eng",
+        "a@corp.example",
+        "--name",
+        "Smith, Ann",
+        "--timezone",
+        "Asia/Tokyo",
+    )
     eng("members", "add", "eng", "b@corp.example", "--delivery", "digest")
     exported = eng("members", "export", "eng")
     assert exported.exit_code == 0
@@ -246,7 +276,8 @@ def test_export_round_trips_through_import(eng, run_cli, tmp_path) -> None:  # t
     assert report["added"] == 2 and report["skipped"] == []
     copy = as_json(run_cli("members", "show", "copy", "--json"))
     assert [(r["email"], r["delivery"]) for r in copy] == [
-        ("a@corp.example", "every"), ("b@corp.example", "digest"),
+        ("a@corp.example", "every"),
+        ("b@corp.example", "digest"),
     ]
 
 
@@ -265,7 +296,9 @@ def test_bad_setting_is_one_line(run_cli, mailgate_env) -> None:  # type: ignore
     mailgate_env["MAILGATE_SMTP_PORT"] = "twenty-five"
     result = run_cli("config")
     assert result.exit_code == 1
-    assert result.stderr.strip() == "error: MAILGATE_SMTP_PORT must be an integer, got 'twenty-five'"
+    assert (
+        result.stderr.strip() == "error: MAILGATE_SMTP_PORT must be an integer, got 'twenty-five'"
+    )
 
 
 def test_status_counts(eng) -> None:  # type: ignore[no-untyped-def]

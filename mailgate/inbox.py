@@ -1,0 +1,93 @@
+"""Inbox: the gateway's storage adapter (SQLAlchemy) for :class:`mailgate.smtp.Inbox`.
+
+Input: accepted messages from the SMTP stage. Output: committed ``raw_messages`` rows in
+status ``received``. That status is the queue entry (DUR-07's END record): a worker
+moves it to a final state, and the sweeper re-publishes whatever is still ``received``
+after a while, so a message lost by the broker, or by a gateway killed between commit and
+publish, is still processed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailgate.db import unit_of_work
+from mailgate.models import MailingList, RawMessage, RawStatus, utcnow
+from mailgate.smtp import Accepted, header_block
+
+log = logging.getLogger("mailgate.inbox")
+
+_MESSAGE_ID_RE = re.compile(
+    rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
+)
+
+
+def sniff_message_id(raw: bytes) -> str:
+    """The Message-ID header text, read without parsing (for the admin view only)."""
+    match = _MESSAGE_ID_RE.search(header_block(raw))
+    if match is None:
+        return ""
+    return match.group(1).decode("utf-8", "replace").strip()[:998]
+
+
+class SqlInbox:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        publish: Callable[[Sequence[int]], None] | None = None,
+    ) -> None:
+        self._factory = factory
+        self._publish = publish
+
+    def list_state(self, slug: str) -> str | None:
+        with self._factory() as session:
+            archived = session.execute(
+                select(MailingList.archived_at).where(MailingList.slug == slug)
+            ).first()
+        if archived is None:
+            return None
+        return "archived" if archived[0] is not None else "open"
+
+    def store_many(self, messages: Sequence[Accepted]) -> list[int]:
+        now = utcnow()
+        rows: list[dict[str, Any]] = [
+            {
+                "raw": m.raw,
+                "sha256": hashlib.sha256(m.raw).hexdigest(),
+                "mail_from": m.mail_from,
+                "rcpt_to": list(m.rcpt_to),
+                "peer": m.peer,
+                "helo": m.helo[:255],
+                "message_id": sniff_message_id(m.raw),
+                "received_at": now,
+                "status": RawStatus.RECEIVED,
+                "reason": "",
+                "attempts": 0,
+                "explanation": {},
+            }
+            for m in messages
+        ]
+        with unit_of_work(self._factory) as session:
+            ids = session.scalars(
+                insert(RawMessage).returning(RawMessage.id, sort_by_parameter_order=True), rows
+            ).all()
+        return list(ids)
+
+    def publish(self, raw_ids: Sequence[int]) -> None:
+        if self._publish is None:
+            return
+        try:
+            self._publish(raw_ids)
+        except Exception as exc:  # noqa: BLE001 - the sweeper re-publishes what is left
+            log.warning(
+                "could not publish %d message(s) (%s); the sweeper will",
+                len(raw_ids),
+                type(exc).__name__,
+            )

@@ -1,0 +1,764 @@
+"""Ingest: the use case that turns one stored raw message into posts, commands or a
+logged refusal.
+
+Input: a session (the caller's transaction), a ``raw_messages`` id and an
+:class:`IngestContext`. Output: the raw row moved to a final status with an
+``explanation`` (what ``mailgate inbound explain`` prints), and — for posts — a post row
+plus an outbox row for fan-out; for refusals a notice row (at most one per reason per
+address per day, never to automatic mail).
+
+Flow: read (pure: parse → classify → sender → body) → per recipient: identify the
+person → authorise (``mailgate.access``) → assign the thread (``mailgate.threads``) →
+store. Re-running it on a processed row does nothing (idempotent, at-least-once safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailgate import access
+from mailgate.addressing import AddressKind, decode_recipient, redact_address
+from mailgate.classify import MailClass, OurAddresses
+from mailgate.models import (
+    Address,
+    AllowedPoster,
+    Delivery,
+    Discussion,
+    Like,
+    MailingList,
+    Membership,
+    Mute,
+    Notice,
+    OutboxEntry,
+    PendingAction,
+    Person,
+    PersonRole,
+    Post,
+    RawMessage,
+    RawStatus,
+    Role,
+    StoredAttachment,
+    utcnow,
+)
+from mailgate.reading import Reading, read_message
+from mailgate.senders import AuthVerdict, authenticate
+from mailgate.threads import KnownPost, assign_thread, base_subject, referenced_ids
+from mailgate.tokens import TokenError, TokenKind, read_token
+
+log = logging.getLogger("mailgate.ingest")
+
+MAX_NOTICES_PER_DAY = 10  # per address, all reasons together (LOOP-04, Mailman's default)
+REQUEST_COMMANDS = ("subscribe", "unsubscribe", "digest", "every", "nomail", "help")
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    domain: str
+    secrets: tuple[str, ...]
+    authserv_ids: frozenset[str] = frozenset()
+    received_above: int = 1
+    dnsfunc: Callable[[bytes], bytes] | None = None
+    now: Callable[[], datetime] = utcnow
+
+    @property
+    def ours(self) -> OurAddresses:
+        return OurAddresses(
+            domain=self.domain, list_ids=frozenset(), loop_marker=f"mailgate@{self.domain}"
+        )
+
+
+@dataclass
+class Outcome:
+    """What happened for one recipient of the message."""
+
+    recipient: str  # redacted for logs and the admin view
+    status: RawStatus
+    reason: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+# Aggregation: the "best" outcome names the raw message's status.
+_RANK = {
+    RawStatus.PROCESSED: 0,
+    RawStatus.HELD: 1,
+    RawStatus.REJECTED: 2,
+    RawStatus.SUPPRESSED: 3,
+}
+
+
+def message_key(message_id: str | None, raw: bytes) -> str:
+    """DUR-02's idempotency key: the normalised Message-ID, else the bytes' digest."""
+    if message_id:
+        return hashlib.sha256(message_id.strip().lower().encode()).hexdigest()
+    return hashlib.sha256(b"raw:" + raw).hexdigest()
+
+
+def process_raw(session: Session, raw_id: int, ctx: IngestContext) -> RawStatus:
+    row = session.get(RawMessage, raw_id, with_for_update=True)
+    if row is None:
+        raise LookupError(f"raw message {raw_id} does not exist")
+    if row.status is not RawStatus.RECEIVED:
+        return row.status  # already done: a redelivered task changes nothing
+    reading = read_message(row.raw, mail_from=row.mail_from, ours=ctx.ours)
+    outcomes = [_handle_recipient(session, row, reading, rcpt, ctx) for rcpt in row.rcpt_to]
+    best = min(outcomes, key=lambda o: _RANK[o.status]) if outcomes else None
+    row.status = best.status if best else RawStatus.REJECTED
+    row.reason = best.reason if best else "no-recipients"
+    row.explanation = explain(reading, outcomes)
+    log.info("raw %s: %s (%s) for %d recipient(s)", raw_id, row.status, row.reason, len(outcomes))
+    return row.status
+
+
+def explain(reading: Reading, outcomes: list[Outcome]) -> dict[str, Any]:
+    return {
+        "class": reading.mail_class,
+        "class_reason": reading.reason,
+        "classification": str(reading.classification.kind),
+        "automatic": reading.automatic,
+        "from": reading.sender.address if reading.sender else None,
+        "from_error": reading.sender_error,
+        "subject": reading.msg.subject,
+        "message_id": reading.msg.message_id,
+        "bounced": [b.address for b in reading.classification.bounced],
+        "recipients": [
+            {"recipient": o.recipient, "status": str(o.status), "reason": o.reason, **o.facts}
+            for o in outcomes
+        ],
+    }
+
+
+# ---------------------------------------------------------------- per recipient
+
+
+def _handle_recipient(
+    session: Session, row: RawMessage, reading: Reading, rcpt: str, ctx: IngestContext
+) -> Outcome:
+    shown = redact_address(rcpt)
+    recipient = decode_recipient(rcpt, ctx.domain)
+    kind = reading.classification.kind
+    if recipient is None:
+        return Outcome(shown, RawStatus.REJECTED, "unknown-recipient")
+    if recipient.kind is AddressKind.BOUNCE:
+        return _handle_bounce(reading, shown)
+    if kind is not MailClass.POST:
+        # Automatic mail is never posted and never answered (LOOP-01/02, BNC-04).
+        reason = "bounce-to-posting-address" if kind is MailClass.BOUNCE else reading.reason
+        return Outcome(shown, RawStatus.SUPPRESSED, reason, {"class": str(kind)})
+    if reading.sender is None:
+        _notice(session, row, reading, ctx, row.mail_from, reading.mail_class, {})
+        return Outcome(shown, RawStatus.REJECTED, reading.mail_class)
+    person = _person_by_address(session, reading.sender.address)
+    if recipient.kind is AddressKind.CONFIRM:
+        return _handle_confirm(session, row, reading, ctx, shown, recipient.value, person)
+    if recipient.kind is AddressKind.COMMAND:
+        return _handle_request(session, row, reading, ctx, shown, recipient.value, person)
+
+    if reading.mail_class == "reject-empty":
+        return _refuse(session, row, reading, ctx, shown, "empty-reply", {})
+    token_discussion: Discussion | None = None
+    if recipient.kind is AddressKind.REPLY:
+        try:
+            person_id, discussion_id = read_token(ctx.secrets, TokenKind.REPLY, recipient.value)
+        except (TokenError, ValueError):
+            return _refuse(session, row, reading, ctx, shown, "bad-reply-address", {})
+        token_discussion = session.get(Discussion, discussion_id)
+        if token_discussion is None:
+            return _refuse(session, row, reading, ctx, shown, "bad-reply-address", {})
+        if person is None or person.id != person_id:
+            # SPOOF-06: a reply address works only for the member it was issued to.
+            return _refuse(session, row, reading, ctx, shown, "reply-address-mismatch", {})
+        ml = session.get(MailingList, token_discussion.list_id)
+    else:
+        ml = session.scalar(select(MailingList).where(MailingList.slug == recipient.value))
+    if ml is None:
+        return Outcome(shown, RawStatus.REJECTED, "unknown-list")
+    return _post(session, row, reading, ctx, shown, ml, person, token_discussion)
+
+
+def _post(
+    session: Session,
+    row: RawMessage,
+    reading: Reading,
+    ctx: IngestContext,
+    shown: str,
+    ml: MailingList,
+    person: Person | None,
+    token_discussion: Discussion | None,
+) -> Outcome:
+    facts: dict[str, Any] = {"list": ml.slug}
+    list_facts = list_facts_of(ml)
+    viewer = viewer_of(session, ml, person)
+    authenticated = False
+    if access.is_privileged(list_facts) and reading.sender is not None:
+        auth = authenticate(
+            reading.msg,
+            row.raw,
+            reading.sender,
+            authserv_ids=ctx.authserv_ids,
+            dnsfunc=ctx.dnsfunc,
+            received_above=ctx.received_above,
+        )
+        authenticated = auth.verdict is AuthVerdict.PASS
+        facts["authentication"] = {"verdict": str(auth.verdict), "method": auth.method}
+    decision = access.may_post(list_facts, viewer, authenticated=authenticated)
+    facts["decision"] = decision.reason
+    if decision.verdict is access.Verdict.REFUSE:
+        return _refuse(session, row, reading, ctx, shown, decision.reason, facts)
+    if decision.verdict is access.Verdict.HOLD:
+        assert person is not None
+        return _hold_for_confirmation(session, row, reading, ctx, shown, ml, person, facts)
+    return store_post(session, row, reading, ctx, shown, ml, person, token_discussion, facts)
+
+
+def store_post(
+    session: Session,
+    row: RawMessage,
+    reading: Reading,
+    ctx: IngestContext,
+    shown: str,
+    ml: MailingList,
+    person: Person | None,
+    token_discussion: Discussion | None,
+    facts: dict[str, Any],
+) -> Outcome:
+    """Thread, deduplicate and store one post (also used to release a held post)."""
+    msg = reading.msg
+    assert reading.body is not None
+    key = message_key(msg.message_id, row.raw)
+    existing = session.scalar(select(Post.id).where(Post.list_id == ml.id, Post.message_key == key))
+    if existing is not None:
+        return Outcome(shown, RawStatus.PROCESSED, "duplicate", {**facts, "post": existing})
+
+    wanted = referenced_ids(msg.in_reply_to, msg.references)
+    known: dict[str, KnownPost] = {}
+    if wanted:
+        for post_id, discussion_id, mid in session.execute(
+            select(Post.id, Post.discussion_id, Post.message_id).where(
+                Post.list_id == ml.id, Post.message_id.in_(wanted[:50])
+            )
+        ):
+            known[mid] = KnownPost(post_id, discussion_id)
+    token_parent = None
+    if token_discussion is not None:
+        token_parent = session.scalar(
+            select(Post.id)
+            .where(Post.discussion_id == token_discussion.id)
+            .order_by(Post.id.desc())
+            .limit(1)
+        )
+    choice = assign_thread(
+        token_discussion_id=token_discussion.id if token_discussion else None,
+        token_parent_post_id=token_parent,
+        in_reply_to=msg.in_reply_to,
+        references=msg.references,
+        known=known,
+    )
+    facts["thread"] = choice.reason
+
+    if reading.command is not None and choice.discussion_id is not None and person is not None:
+        return _reply_command(session, shown, reading.command, choice, person, facts)
+
+    now = ctx.now()
+    if choice.discussion_id is None:
+        discussion = Discussion(
+            list_id=ml.id,
+            subject=base_subject(msg.subject, ml.slug)[:998],
+            started_by_id=person.id if person else None,
+            created_at=now,
+            last_post_at=now,
+        )
+        session.add(discussion)
+        session.flush()
+    else:
+        discussion = session.get_one(Discussion, choice.discussion_id)
+        discussion.last_post_at = now
+    message_id = msg.message_id or f"mailgate.{row.id}.{key[:16]}@{ctx.domain}"
+    post = Post(
+        discussion_id=discussion.id,
+        list_id=ml.id,
+        author_id=person.id if person else None,
+        parent_id=choice.parent_post_id,
+        raw_id=row.id,
+        message_id=message_id[:998],
+        message_key=key,
+        subject=msg.subject[:998],
+        text=reading.body.text,
+        elided=reading.body.elided,
+        created_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(post)
+            session.flush()
+    except IntegrityError:
+        # Another worker stored the same Message-ID for this list first (DUR-02).
+        existing = session.scalar(
+            select(Post.id).where(Post.list_id == ml.id, Post.message_key == key)
+        )
+        return Outcome(shown, RawStatus.PROCESSED, "duplicate", {**facts, "post": existing})
+    for attachment in reading.body.attachments:
+        session.add(
+            StoredAttachment(
+                post_id=post.id,
+                filename=attachment.filename,
+                content_type=attachment.content_type[:255],
+                size=attachment.size,
+                sha256=attachment.sha256,
+            )
+        )
+    # Hand the post to outbound through the transactional outbox (DUR-03).
+    session.add(OutboxEntry(key=f"fanout:{post.id}", task="mailgate.fanout", args=[post.id]))
+    facts.update(post=post.id, discussion=discussion.id)
+    return Outcome(shown, RawStatus.PROCESSED, "posted", facts)
+
+
+def _reply_command(
+    session: Session,
+    shown: str,
+    command: str,
+    choice: Any,
+    person: Person,
+    facts: dict[str, Any],
+) -> Outcome:
+    facts["command"] = command
+    if command == "like":
+        target = choice.parent_post_id or session.scalar(
+            select(Post.id).where(Post.discussion_id == choice.discussion_id).order_by(Post.id)
+        )
+        if (
+            target is not None
+            and session.scalar(
+                select(Like.id).where(Like.post_id == target, Like.person_id == person.id)
+            )
+            is None
+        ):
+            session.add(Like(post_id=target, person_id=person.id))
+        facts["liked_post"] = target
+    elif command == "mute":
+        if (
+            session.scalar(
+                select(Mute.id).where(
+                    Mute.discussion_id == choice.discussion_id, Mute.person_id == person.id
+                )
+            )
+            is None
+        ):
+            session.add(Mute(discussion_id=choice.discussion_id, person_id=person.id))
+    else:  # unmute
+        mute = session.scalar(
+            select(Mute).where(
+                Mute.discussion_id == choice.discussion_id, Mute.person_id == person.id
+            )
+        )
+        if mute is not None:
+            session.delete(mute)
+    facts["discussion"] = choice.discussion_id
+    return Outcome(shown, RawStatus.PROCESSED, f"command-{command}", facts)
+
+
+def _handle_bounce(reading: Reading, shown: str) -> Outcome:
+    # Bounce scoring and suspension arrive with the outbound issue; the bounce is kept
+    # (raw bytes + parsed recipients) and never answered.
+    bounced = [
+        {"address": b.address, "permanent": b.permanent, "status": b.status}
+        for b in reading.classification.bounced
+    ]
+    reason = "bounce" if reading.classification.kind is MailClass.BOUNCE else reading.reason
+    return Outcome(shown, RawStatus.SUPPRESSED, reason, {"bounces": bounced})
+
+
+# ---------------------------------------------------------------- -request@ commands
+
+
+def _request_command(reading: Reading) -> str | None:
+    assert reading.body is not None
+    for line in [*reading.body.text.splitlines(), reading.msg.subject]:
+        word = line.strip().lower().split(" ", 1)[0] if line.strip() else ""
+        if word:
+            return word if word in REQUEST_COMMANDS else None
+    return None
+
+
+def _handle_request(
+    session: Session,
+    row: RawMessage,
+    reading: Reading,
+    ctx: IngestContext,
+    shown: str,
+    slug: str,
+    person: Person | None,
+) -> Outcome:
+    assert reading.sender is not None
+    ml = session.scalar(select(MailingList).where(MailingList.slug == slug))
+    if ml is None:
+        return Outcome(shown, RawStatus.REJECTED, "unknown-list")
+    command = _request_command(reading)
+    facts: dict[str, Any] = {"list": ml.slug, "command": command}
+    if command is None:
+        return _refuse(session, row, reading, ctx, shown, "unknown-command", facts, ml)
+    if command == "help":
+        _notice(session, row, reading, ctx, reading.sender.address, "command-help", _ctx(ml))
+        return Outcome(shown, RawStatus.PROCESSED, "command-help", facts)
+    viewer = viewer_of(session, ml, person)
+    if command == "subscribe":
+        if viewer.is_member:
+            return _refuse(session, row, reading, ctx, shown, "already-member", facts, ml)
+        if person is None or not access.may_read(list_facts_of(ml), viewer_as_reader(viewer)):
+            return _refuse(session, row, reading, ctx, shown, "subscribe-not-allowed", facts, ml)
+    elif not viewer.is_member:
+        return _refuse(session, row, reading, ctx, shown, "not-a-member", facts, ml)
+    assert person is not None
+    # LIST-07: the change waits for an answer from the address of record, so a forged
+    # From cannot change someone else's membership.
+    pending = PendingAction(
+        action=command, address=person.primary_address, list_id=ml.id, raw_id=row.id
+    )
+    session.add(pending)
+    session.flush()
+    token = _confirm_token(ctx, pending.id)
+    _notice(
+        session,
+        row,
+        reading,
+        ctx,
+        person.primary_address,
+        "confirm-command",
+        {**_ctx(ml), "command": command, "confirm_token": token},
+        force=True,
+    )
+    return Outcome(shown, RawStatus.HELD, "awaiting-confirmation", {**facts, "pending": pending.id})
+
+
+def viewer_as_reader(viewer: access.Viewer) -> access.Viewer:
+    """May this person read the list if they joined? Company lists: yes; others: no."""
+    return access.Viewer(person_id=viewer.person_id, active=viewer.active, role=None)
+
+
+def _confirm_token(ctx: IngestContext, pending_id: int) -> str:
+    from mailgate.tokens import make_token
+
+    return make_token(ctx.secrets[0], TokenKind.CONFIRM, pending_id)
+
+
+def _handle_confirm(
+    session: Session,
+    row: RawMessage,
+    reading: Reading,
+    ctx: IngestContext,
+    shown: str,
+    token: str,
+    person: Person | None,
+) -> Outcome:
+    try:
+        (pending_id,) = read_token(ctx.secrets, TokenKind.CONFIRM, token)
+    except (TokenError, ValueError):
+        return _refuse(session, row, reading, ctx, shown, "bad-confirmation", {})
+    pending = session.get(PendingAction, pending_id, with_for_update=True)
+    if pending is None or pending.done_at is not None:
+        return Outcome(shown, RawStatus.PROCESSED, "already-confirmed", {"pending": pending_id})
+    if person is None or pending.address not in {a.email for a in person.addresses}:
+        return _refuse(session, row, reading, ctx, shown, "confirmation-mismatch", {})
+    ml = session.get_one(MailingList, pending.list_id)
+    pending.done_at = ctx.now()
+    facts: dict[str, Any] = {"list": ml.slug, "action": pending.action, "pending": pending.id}
+    if pending.action == "post":
+        return _release_held(session, pending, ctx, shown, facts)
+    apply_membership_command(session, ml, person, pending.action)
+    _notice(
+        session,
+        row,
+        reading,
+        ctx,
+        pending.address,
+        "command-done",
+        {**_ctx(ml), "command": pending.action},
+        force=True,
+    )
+    return Outcome(shown, RawStatus.PROCESSED, f"confirmed-{pending.action}", facts)
+
+
+def apply_membership_command(
+    session: Session, ml: MailingList, person: Person, action: str
+) -> None:
+    membership = session.scalar(
+        select(Membership).where(Membership.list_id == ml.id, Membership.person_id == person.id)
+    )
+    actor = f"mail:{person.primary_address}"
+    from mailgate.directory import membership_snapshot, record
+
+    target = f"list:{ml.slug}/{person.primary_address}"
+    if action == "subscribe":
+        if membership is None:
+            membership = Membership(list_id=ml.id, person_id=person.id)
+            session.add(membership)
+            session.flush()
+            record(session, actor, "member.add", target, None, membership_snapshot(membership))
+        return
+    if membership is None:
+        return
+    before = membership_snapshot(membership)
+    if action == "unsubscribe" and not ml.mandatory:
+        record(session, actor, "member.remove", target, before, None)
+        session.delete(membership)
+        return
+    # Decision 4: leaving a mandatory list switches to digest-only, never to silence.
+    membership.delivery = {
+        "unsubscribe": Delivery.DIGEST,
+        "digest": Delivery.DIGEST,
+        "every": Delivery.EVERY,
+        "nomail": Delivery.DIGEST if ml.mandatory else Delivery.NONE,
+    }[action]
+    record(session, actor, "member.set", target, before, membership_snapshot(membership))
+
+
+def _hold_for_confirmation(
+    session: Session,
+    row: RawMessage,
+    reading: Reading,
+    ctx: IngestContext,
+    shown: str,
+    ml: MailingList,
+    person: Person,
+    facts: dict[str, Any],
+) -> Outcome:
+    """SPOOF-03: a privileged post without proof of origin waits for the author's own
+    confirmation, mailed to their address of record (never to Reply-To or From)."""
+    pending = PendingAction(
+        action="post", address=person.primary_address, list_id=ml.id, raw_id=row.id
+    )
+    session.add(pending)
+    session.flush()
+    _notice(
+        session,
+        row,
+        reading,
+        ctx,
+        person.primary_address,
+        "held-for-authentication",
+        {**_ctx(ml), "confirm_token": _confirm_token(ctx, pending.id)},
+        force=True,
+    )
+    return Outcome(
+        shown, RawStatus.HELD, "held-for-authentication", {**facts, "pending": pending.id}
+    )
+
+
+def _release_held(
+    session: Session, pending: PendingAction, ctx: IngestContext, shown: str, facts: dict[str, Any]
+) -> Outcome:
+    held = session.get(RawMessage, pending.raw_id, with_for_update=True) if pending.raw_id else None
+    if held is None or held.status is not RawStatus.HELD:
+        return Outcome(shown, RawStatus.PROCESSED, "already-released", facts)
+    outcome = release_post(session, held, ctx)
+    return Outcome(shown, RawStatus.PROCESSED, f"released-{outcome.reason}", facts)
+
+
+def release_post(session: Session, held: RawMessage, ctx: IngestContext) -> Outcome:
+    """Post a held message now (after confirmation or by a moderator's release)."""
+    reading = read_message(held.raw, mail_from=held.mail_from, ours=ctx.ours)
+    outcome = Outcome("", RawStatus.REJECTED, "not-a-post")
+    for rcpt in held.rcpt_to:
+        recipient = decode_recipient(rcpt, ctx.domain)
+        if recipient is None or recipient.kind is not AddressKind.LIST or reading.body is None:
+            continue
+        ml = session.scalar(select(MailingList).where(MailingList.slug == recipient.value))
+        if ml is None:
+            continue
+        person = _person_by_address(session, reading.sender.address) if reading.sender else None
+        outcome = store_post(
+            session,
+            held,
+            reading,
+            ctx,
+            redact_address(rcpt),
+            ml,
+            person,
+            None,
+            {"list": ml.slug, "released": True},
+        )
+    held.status = outcome.status
+    held.reason = outcome.reason
+    held.explanation = {**(held.explanation or {}), "released": outcome.facts}
+    return outcome
+
+
+# ---------------------------------------------------------------- refusals and notices
+
+
+def _ctx(ml: MailingList) -> dict[str, Any]:
+    return {"list_slug": ml.slug, "list_name": ml.name, "mandatory": ml.mandatory}
+
+
+def _refuse(
+    session: Session,
+    row: RawMessage,
+    reading: Reading,
+    ctx: IngestContext,
+    shown: str,
+    reason: str,
+    facts: dict[str, Any],
+    ml: MailingList | None = None,
+) -> Outcome:
+    if ml is None and "list" in facts:
+        ml = session.scalar(select(MailingList).where(MailingList.slug == facts["list"]))
+    context = _ctx(ml) if ml is not None else {}
+    to = reading.sender.address if reading.sender else row.mail_from
+    _notice(session, row, reading, ctx, to, reason, context)
+    return Outcome(shown, RawStatus.REJECTED, reason, facts)
+
+
+def _notice(
+    session: Session,
+    row: RawMessage,
+    reading: Reading,
+    ctx: IngestContext,
+    to: str,
+    reason: str,
+    context: dict[str, Any],
+    *,
+    force: bool = False,
+) -> None:
+    """Queue one explanatory notice, unless the mail was automatic or the address has
+    had this reason today (or ``MAX_NOTICES_PER_DAY`` notices of any kind).
+
+    ``force`` skips the per-day limits for confirmations, which a member asked for, but
+    never the automatic-mail rule.
+    """
+    address = (to or "").strip().lower()
+    if not address or reading.automatic or row.mail_from == "":
+        return
+    day = ctx.now().date().isoformat()
+    if not force:
+        if (
+            session.scalar(
+                select(Notice.id).where(
+                    Notice.address == address, Notice.reason == reason, Notice.day == day
+                )
+            )
+            is not None
+        ):
+            return
+        today = session.scalar(
+            select(func.count()).where(Notice.address == address, Notice.day == day)
+        )
+        if (today or 0) >= MAX_NOTICES_PER_DAY:
+            return
+    notice = Notice(
+        address=address,
+        reason=reason,
+        # Confirmations are exempt from the daily key; the raw id keeps them unique.
+        day=f"{day}#{row.id}" if force else day,
+        raw_id=row.id,
+        context={
+            **context,
+            "subject": reading.msg.subject[:200],
+            "message_id": reading.msg.message_id or "",
+        },
+    )
+    try:
+        with session.begin_nested():
+            session.add(notice)
+            session.flush()
+    except IntegrityError:
+        return  # a concurrent worker queued the same notice
+    session.add(
+        OutboxEntry(key=f"notice:{notice.id}", task="mailgate.send_notice", args=[notice.id])
+    )
+
+
+# ---------------------------------------------------------------- directory facts
+
+
+def _person_by_address(session: Session, address: str) -> Person | None:
+    return session.scalar(
+        select(Person).join(Address).where(Address.email == address.strip().lower())
+    )
+
+
+def list_facts_of(ml: MailingList) -> access.ListFacts:
+    return access.ListFacts(
+        id=ml.id,
+        visibility=ml.visibility,
+        posting=ml.posting,
+        mandatory=ml.mandatory,
+        archived=ml.archived_at is not None,
+    )
+
+
+def viewer_of(session: Session, ml: MailingList, person: Person | None) -> access.Viewer:
+    if person is None:
+        return access.Viewer(person_id=None)
+    role = session.scalar(
+        select(Membership.role).where(
+            Membership.list_id == ml.id, Membership.person_id == person.id
+        )
+    )
+    allowed = session.scalar(
+        select(AllowedPoster.id).where(
+            AllowedPoster.list_id == ml.id, AllowedPoster.person_id == person.id
+        )
+    )
+    site = frozenset(
+        session.scalars(select(PersonRole.role).where(PersonRole.person_id == person.id))
+    )
+    return access.Viewer(
+        person_id=person.id,
+        active=person.active,
+        role=Role(role) if role is not None else None,
+        allowed_poster=allowed is not None,
+        site_roles=site,
+    )
+
+
+# ---------------------------------------------------------------- the task's service
+
+MAX_ATTEMPTS = 3  # then the message is parked as failed (LIM-06; Mailman uses 3 too)
+
+
+def run_ingest(factory: Any, raw_id: int, ctx: IngestContext) -> RawStatus:
+    """Process one raw message with a crash-loop guard.
+
+    The attempt is counted in its own committed transaction first, so a worker that dies
+    mid-message (OOM, SIGKILL, ``os._exit``) still counts it; after ``MAX_ATTEMPTS`` the
+    message is parked as ``failed`` with its bytes kept for ``mailgate inbound replay``.
+    Database outages (``OperationalError``) are not counted: they are re-raised for the
+    task to retry with backoff.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from mailgate.db import unit_of_work
+
+    with unit_of_work(factory) as session:
+        row = session.get(RawMessage, raw_id, with_for_update=True)
+        if row is None:
+            raise LookupError(f"raw message {raw_id} does not exist")
+        if row.status is not RawStatus.RECEIVED:
+            return row.status
+        row.attempts += 1
+        attempts = row.attempts
+        if attempts > MAX_ATTEMPTS:
+            row.status, row.reason = RawStatus.FAILED, "too-many-attempts"
+            return row.status
+    try:
+        with unit_of_work(factory) as session:
+            return process_raw(session, raw_id, ctx)
+    except OperationalError:
+        raise
+    except Exception as exc:
+        log.exception("ingest of raw %s failed (attempt %d)", raw_id, attempts)
+        if attempts < MAX_ATTEMPTS:
+            raise
+        with unit_of_work(factory) as session:
+            row = session.get_one(RawMessage, raw_id, with_for_update=True)
+            if row.status is RawStatus.RECEIVED:
+                row.status, row.reason = RawStatus.FAILED, f"crash:{type(exc).__name__}"
+        return RawStatus.FAILED

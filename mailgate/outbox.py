@@ -1,0 +1,112 @@
+"""Outbox and sweeper: getting committed work to the broker, and getting it there again.
+
+Input: a session factory and a ``publish(task_name, args)`` port (Celery's
+``send_task`` in production). Output: published work; rows marked so they are not sent
+twice in a short while.
+
+Nothing is published inside a transaction (DUR-03): rows are committed first, and this
+module publishes them afterwards. If the broker is down, or loses a message (a Redis
+restart, a worker killed with a message in hand, the filesystem broker's delete-on-read),
+the rows are still there and the sweeper publishes them again. Consumers are idempotent,
+so a second copy is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailgate.db import unit_of_work
+from mailgate.models import OutboxEntry, RawMessage, RawStatus, utcnow
+
+log = logging.getLogger("mailgate.outbox")
+
+Publish = Callable[[str, Sequence[Any]], None]
+INGEST_TASK = "mailgate.ingest"
+
+
+def publish_outbox(
+    factory: sessionmaker[Session],
+    publish: Publish,
+    *,
+    known_tasks: Collection[str],
+    limit: int = 500,
+    now: datetime | None = None,
+) -> int:
+    """Publish pending outbox rows whose task a worker knows; return how many."""
+    stamp = now or utcnow()
+    with unit_of_work(factory) as session:
+        rows = session.execute(
+            select(OutboxEntry.id, OutboxEntry.task, OutboxEntry.args)
+            .where(OutboxEntry.published_at.is_(None), OutboxEntry.task.in_(list(known_tasks)))
+            .order_by(OutboxEntry.id)
+            .limit(limit)
+        ).all()
+    sent: list[int] = []
+    for row_id, task, args in rows:
+        try:
+            publish(task, args)
+        except Exception as exc:  # noqa: BLE001 - broker down: leave it pending
+            log.warning(
+                "broker unavailable (%s); %d outbox rows stay pending",
+                type(exc).__name__,
+                len(rows) - len(sent),
+            )
+            break
+        sent.append(row_id)
+    if sent:
+        with unit_of_work(factory) as session:
+            session.execute(
+                update(OutboxEntry).where(OutboxEntry.id.in_(sent)).values(published_at=stamp)
+            )
+    return len(sent)
+
+
+def requeue_stale_inbound(
+    factory: sessionmaker[Session],
+    publish: Publish,
+    *,
+    older_than: timedelta = timedelta(seconds=30),
+    requeue_after: timedelta = timedelta(minutes=5),
+    limit: int = 1000,
+    now: datetime | None = None,
+) -> int:
+    """Publish ingest again for raw messages still ``received`` after ``older_than``.
+
+    ``queued_at`` keeps a backlog from being re-published on every sweep.
+    """
+    stamp = now or utcnow()
+    with unit_of_work(factory) as session:
+        ids = list(
+            session.scalars(
+                select(RawMessage.id)
+                .where(
+                    RawMessage.status == RawStatus.RECEIVED,
+                    RawMessage.received_at < stamp - older_than,
+                    or_(
+                        RawMessage.queued_at.is_(None),
+                        RawMessage.queued_at < stamp - requeue_after,
+                    ),
+                )
+                .order_by(RawMessage.id)
+                .limit(limit)
+            )
+        )
+        if ids:
+            session.execute(
+                update(RawMessage).where(RawMessage.id.in_(ids)).values(queued_at=stamp)
+            )
+    published = 0
+    for raw_id in ids:
+        try:
+            publish(INGEST_TASK, [raw_id])
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+            log.warning("broker unavailable (%s) while re-queueing", type(exc).__name__)
+            break
+        published += 1
+    return published

@@ -1,0 +1,377 @@
+"""SMTP gateway stage: RCPT/DATA policy and durable acceptance (aiosmtpd adapter).
+
+Input: SMTP sessions from trusted relays. Output: committed ``raw_messages`` rows and an
+ingest task per message; every refusal is a named reply from ``mailgate.replies``.
+
+What happens before the reply, and nothing more (STYLE §1.2):
+
+- connect: only peers in ``trusted_peers`` (SMTP-05) — others get 554 and are closed;
+- MAIL: a per-session message cap and a per-sender rate (4xx, in memory per gateway);
+- RCPT: the address must be one of ours and well-formed — list, ``-request``, signed
+  reply or bounce token — else 550 5.1.1 before DATA (SMTP-06); a recipient cap (SMTP-07);
+- DATA: cheap shape limits on the header block (LOOP-06, LIM-04), then the exact bytes
+  and the envelope are committed through the :class:`Inbox` port and only then ``250``
+  (SMTP-01). A storage failure answers 451 4.3.0 and nothing is half-stored.
+
+The database work runs in a writer thread that commits whatever has queued up in one
+transaction (group commit, as Postfix and PostgreSQL do), so the event loop never blocks
+and concurrent clients share one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import queue
+import re
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailgate import replies
+from mailgate.addressing import AddressKind, decode_recipient, redact_address
+from mailgate.tokens import TokenError, TokenKind, read_token
+
+log = logging.getLogger("mailgate.smtp")
+
+_TOKEN_KINDS = {
+    AddressKind.REPLY: TokenKind.REPLY,
+    AddressKind.BOUNCE: TokenKind.BOUNCE,
+    AddressKind.CONFIRM: TokenKind.CONFIRM,
+}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One message as it must be stored before we answer 250."""
+
+    raw: bytes
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    peer: str
+    helo: str
+
+
+class Inbox(Protocol):
+    """The storage port of the gateway (``mailgate.inbox.SqlInbox`` in production)."""
+
+    def list_state(self, slug: str) -> str | None:
+        """ "open", "archived", or None for an unknown list."""
+
+    def store_many(self, messages: Sequence[Accepted]) -> list[int]:
+        """Commit all messages in one transaction; return their ids in order."""
+
+    def publish(self, raw_ids: Sequence[int]) -> None:
+        """Best-effort hand-off to the workers, after commit. Must not raise."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_size: int = 10_240_000
+    max_recipients: int = 100
+    max_received: int = 50
+    max_header_bytes: int = 256 * 1024
+    max_mime_parts: int = 500
+    max_messages_per_session: int = 100
+    sender_rate: int = 120  # messages per sender address per minute, per gateway
+
+
+# ---------------------------------------------------------------- pre-parse checks (pure)
+
+_RECEIVED_RE = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
+_BOUNDARY_LINE_RE = re.compile(rb"^--", re.MULTILINE)
+_MULTIPART_RE = re.compile(rb"content-type:\s*multipart/", re.IGNORECASE)
+
+
+def header_block(raw: bytes) -> bytes:
+    """The bytes before the first empty line (the whole message if there is none)."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = raw.find(sep)
+        if end != -1:
+            return raw[:end]
+    return raw
+
+
+def check_shape(raw: bytes, limits: Limits) -> str | None:
+    """A refusal reply if the message is out of bounds, else None. Cheap: no parsing."""
+    headers = header_block(raw)
+    if len(headers) > limits.max_header_bytes:
+        return replies.HEADERS_TOO_BIG.format(limit=limits.max_header_bytes)
+    if len(_RECEIVED_RE.findall(headers)) > limits.max_received:
+        return replies.TOO_MANY_HOPS
+    # Upper bounds on MIME work before any parser sees the message (LIM-04): the
+    # number of boundary-looking lines bounds the parts, multipart headers the nesting.
+    if len(_BOUNDARY_LINE_RE.findall(raw)) > 2 * limits.max_mime_parts:
+        return replies.MIME_TOO_COMPLEX.format(detail="too many parts")
+    if len(_MULTIPART_RE.findall(raw)) > limits.max_mime_parts // 5:
+        return replies.MIME_TOO_COMPLEX.format(detail="too deeply nested")
+    return None
+
+
+# ---------------------------------------------------------------- group commit
+
+
+class GroupCommitter:
+    """A writer thread that commits queued messages together and resolves their futures."""
+
+    def __init__(self, inbox: Inbox, *, max_batch: int = 64) -> None:
+        self._inbox = inbox
+        self._queue: queue.Queue[tuple[Accepted, Future[int]] | None] = queue.Queue()
+        self._max_batch = max_batch
+        self._thread = threading.Thread(target=self._run, name="mailgate-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, message: Accepted) -> Future[int]:
+        future: Future[int] = Future()
+        self._queue.put((message, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Accepted, Future[int]]]) -> None:
+        try:
+            ids = self._inbox.store_many([message for message, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - every storage fault becomes a 451
+            log.error("storage failed for %d message(s): %s", len(batch), type(exc).__name__)
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for (_, future), raw_id in zip(batch, ids, strict=True):
+            future.set_result(raw_id)
+        self._inbox.publish(ids)
+
+
+# ---------------------------------------------------------------- the handler
+
+
+@dataclass
+class _RateWindow:
+    stamps: deque[float] = field(default_factory=deque)
+
+
+class GatewayHandler:
+    """aiosmtpd hooks. Holds no state that must survive a restart."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        *,
+        domain: str,
+        secrets: Sequence[str],
+        limits: Limits,
+        clock: Callable[[], float] = time.monotonic,
+        after_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.inbox = inbox
+        self.domain = domain.lower()
+        self.secrets = tuple(secrets)
+        self.limits = limits
+        self.clock = clock
+        self.after_commit = after_commit  # failpoint hook for crash tests (DUR-01)
+        self.committer = GroupCommitter(inbox)
+        self._senders: defaultdict[str, _RateWindow] = defaultdict(_RateWindow)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        session.mailgate_count = getattr(session, "mailgate_count", 0)  # type: ignore[attr-defined]
+        # SMTP-04: we send enhanced status codes, so say so (aiosmtpd doesn't by default).
+        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        count = getattr(session, "mailgate_count", 0) + 1
+        session.mailgate_count = count  # type: ignore[attr-defined]
+        if count > self.limits.max_messages_per_session:
+            return replies.RATE_LIMITED
+        if not self._sender_allowed(address.lower()):
+            return replies.RATE_LIMITED
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    def _sender_allowed(self, sender: str) -> bool:
+        now = self.clock()
+        window = self._senders[sender].stamps
+        while window and now - window[0] > 60:
+            window.popleft()
+        if len(window) >= self.limits.sender_rate:
+            return False
+        window.append(now)
+        if len(self._senders) > 10_000:  # bound memory under a flood of distinct senders
+            for key in [k for k, w in self._senders.items() if not w.stamps][:5_000]:
+                del self._senders[key]
+        return True
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.limits.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        reply = await self._check_recipient(address)
+        if reply is not None:
+            log.info("refused RCPT %s: %s", redact_address(address), reply[:9])
+            return reply
+        if address.lower() in (r.lower() for r in envelope.rcpt_tos):
+            return replies.DUPLICATE_RCPT
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return replies.RCPT_OK
+
+    async def _check_recipient(self, address: str) -> str | None:
+        recipient = decode_recipient(address, self.domain)
+        if recipient is None:
+            return replies.UNKNOWN_RECIPIENT.format(address=redact_address(address))
+        if recipient.kind in _TOKEN_KINDS:
+            kind = _TOKEN_KINDS[recipient.kind]
+            try:
+                read_token(self.secrets, kind, recipient.value)
+            except TokenError:
+                return replies.BAD_REPLY_ADDRESS
+            return None
+        try:
+            state = await asyncio.to_thread(self.inbox.list_state, recipient.value)
+        except Exception:  # noqa: BLE001 - database down: let the relay retry
+            return replies.STORAGE_UNAVAILABLE
+        if state is None:
+            return replies.UNKNOWN_RECIPIENT.format(address=address)
+        if state == "archived":
+            return replies.LIST_ARCHIVED.format(address=address)
+        return None
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        if not envelope.rcpt_tos:
+            return replies.NO_VALID_RECIPIENTS
+        refusal = check_shape(raw, self.limits)
+        if refusal is not None:
+            log.info("refused DATA from %s: %s", _peer(session), refusal[:9])
+            return refusal
+        message = Accepted(
+            raw=raw,
+            mail_from=envelope.mail_from or "",
+            rcpt_to=tuple(envelope.rcpt_tos),
+            peer=_peer(session),
+            helo=session.host_name or "",
+        )
+        try:
+            raw_id = await asyncio.wrap_future(self.committer.submit(message))
+        except Exception:  # noqa: BLE001 - storage failure: the sender must retry (SMTP-01)
+            return replies.STORAGE_UNAVAILABLE
+        if self.after_commit is not None:
+            self.after_commit(raw_id)
+        return replies.ACCEPTED.format(ref=raw_id)
+
+
+def _peer(session: Session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer or "")
+
+
+# ---------------------------------------------------------------- server plumbing
+
+
+class GatewaySMTP(SMTP):
+    """aiosmtpd's SMTP with a peer allow-list checked before the greeting (SMTP-05).
+
+    aiosmtpd has no connect hook, so the check wraps ``_handle_client``: a refused peer
+    gets ``554 5.7.1`` in place of the 220 greeting and the connection is closed.
+    """
+
+    def __init__(self, *args: Any, trusted: Sequence[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trusted = trusted
+
+    async def _handle_client(self) -> None:
+        peer = self.session.peer if self.session else None
+        host = peer[0] if isinstance(peer, tuple) and peer else ""
+        if not is_trusted(host, self._trusted):
+            log.warning("refused connection from untrusted peer %s", host)
+            await self.push(replies.NOT_ALLOWED_PEER)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+
+def trusted_networks(peers: Sequence[str]) -> list[Any]:
+    return [ipaddress.ip_network(p, strict=False) for p in peers]
+
+
+def is_trusted(host: str, networks: Sequence[Any]) -> bool:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == net.version and address in net for net in networks)
+
+
+class GatewayController(Controller):
+    """Runs the gateway on its own event-loop thread (``mailgate serve`` and the tests)."""
+
+    def __init__(
+        self,
+        handler: GatewayHandler,
+        *,
+        hostname: str,
+        port: int,
+        trusted_peers: Sequence[str],
+        server_name: str,
+    ) -> None:
+        self._trusted = trusted_networks(trusted_peers)
+        super().__init__(
+            handler,
+            hostname=hostname,
+            port=port,
+            data_size_limit=handler.limits.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            server_hostname=server_name,
+            ident="Mailgate",
+            timeout=300,
+        )
+
+    def factory(self) -> SMTP:
+        return GatewaySMTP(self.handler, trusted=self._trusted, **self.SMTP_kwargs)
+
+    def stop(self, no_assert: bool = False) -> None:
+        super().stop(no_assert=no_assert)
+        self.handler.committer.close()

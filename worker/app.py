@@ -1,0 +1,77 @@
+"""The Celery app: queues named by workload, reliability settings, the beat schedule.
+
+A composition root: it reads settings once. Broker: Redis in production, kombu's
+filesystem transport (files under ``var/broker``) by default, so ``make run`` needs no
+server. Correctness never depends on the broker: state lives in the database and the
+sweeper re-publishes anything a broker dropped (CEL-08, DUR-03).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from mailgate.settings import Settings, load_settings
+
+QUEUES = ("ingest", "notices", "maintenance")
+SWEEP_SECONDS = 15.0
+VISIBILITY_TIMEOUT = 3600  # longer than any task run or retry delay (CEL-03)
+MAX_RETRY_DELAY = 600
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "task_ignore_result": True,  # CEL-10: state lives in our database
+        "result_backend": None,
+        "task_acks_late": True,  # CEL-01
+        "task_reject_on_worker_lost": True,  # CEL-02
+        "worker_prefetch_multiplier": 1,  # CEL-04
+        "task_time_limit": 300,  # CEL-06
+        "task_soft_time_limit": 240,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": "ingest",
+        "task_routes": {
+            "mailgate.ingest": {"queue": "ingest"},
+            "mailgate.send_notice": {"queue": "notices"},
+            "mailgate.sweep": {"queue": "maintenance"},
+        },
+        "beat_schedule": {
+            "sweep": {"task": "mailgate.sweep", "schedule": SWEEP_SECONDS},
+        },
+        "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
+        "worker_hijack_root_logger": False,
+        "broker_connection_retry_on_startup": True,
+    }
+    if settings.broker_is_embedded:
+        folder = settings.var_dir / "broker"
+        for sub in ("queue", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+        }
+    else:
+        conf["broker_transport_options"] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+        # Publishing must not hang a gateway when Redis is down: fail fast, the sweeper
+        # publishes again later.
+        conf["broker_transport_options"].update(
+            {"max_retries": 1, "socket_connect_timeout": 2, "socket_timeout": 5}
+        )
+    return conf
+
+
+def make_app(settings: Settings) -> Celery:
+    app = Celery("mailgate", include=["worker.tasks"])
+    app.conf.update(celery_config(settings))
+    app.conf.task_publish_retry_policy = {"max_retries": 1, "interval_start": 0.2}
+    return app
+
+
+settings = load_settings()
+app = make_app(settings)

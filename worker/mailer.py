@@ -1,0 +1,120 @@
+"""Mailer: the outbound relay adapter — SMTP or a local Maildir.
+
+Input: an envelope sender, recipients and message bytes. Output: per-recipient results;
+a :class:`TransientRelayError` when the whole attempt should be retried (4xx, connection
+trouble). ``MAILGATE_RELAY_URL`` picks the kind: ``smtp://host:port`` (STARTTLS when
+offered; ``?starttls=require`` refuses a relay without it; ``user:pass@`` for AUTH),
+``smtps://`` for implicit TLS, or ``maildir:PATH`` (the embedded default: one file per
+recipient in ``PATH/new`` with a ``Delivered-To:`` header naming that recipient).
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+class TransientRelayError(Exception):
+    """The relay could not take the message now; try again later."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    accepted: tuple[str, ...]
+    permanent: dict[str, str]  # recipient → reply, refused for good (5xx)
+    temporary: dict[str, str]  # recipient → reply, try again (4xx)
+
+
+class Mailer(Protocol):
+    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult: ...
+
+
+class MaildirMailer:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        for sub in ("tmp", "new", "cur"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+
+    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
+        for rcpt in recipients:
+            name = f"{time.time_ns()}.{uuid.uuid4().hex}.{socket.gethostname()}"
+            tmp = self.path / "tmp" / name
+            header = f"Return-Path: <{mail_from}>\r\nDelivered-To: {rcpt}\r\n".encode()
+            with open(tmp, "wb") as fh:
+                fh.write(header + message)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, self.path / "new" / name)  # atomic: readers never see a half file
+        return SendResult(tuple(recipients), {}, {})
+
+
+class SmtpMailer:
+    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.implicit_tls = parts.scheme == "smtps"
+        self.port = parts.port or (465 if self.implicit_tls else 25)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        options = parse_qs(parts.query)
+        self.require_tls = options.get("starttls", [""])[0] == "require"
+        self.verify = options.get("verify", ["yes"])[0] != "no"
+        self.timeout = timeout
+
+    def _connect(self) -> smtplib.SMTP:
+        context = ssl.create_default_context()
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.implicit_tls:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        client.ehlo()
+        if client.has_extn("starttls"):
+            client.starttls(context=context)
+            client.ehlo()
+        elif self.require_tls or self.username:
+            client.close()
+            # AUTH-04: never send (or authenticate) in cleartext when TLS is required.
+            raise TransientRelayError("relay does not offer STARTTLS")
+        return client
+
+    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
+        try:
+            client = self._connect()
+            try:
+                if self.username and self.password:
+                    client.login(self.username, self.password)
+                refused = client.sendmail(mail_from, list(recipients), message)
+            finally:
+                try:
+                    client.quit()
+                except smtplib.SMTPException:
+                    client.close()
+        except smtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients
+        except smtplib.SMTPResponseException as exc:
+            if 400 <= exc.smtp_code < 500:
+                raise TransientRelayError(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
+            return SendResult((), {r: f"{exc.smtp_code}" for r in recipients}, {})
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransientRelayError(type(exc).__name__) from exc
+        permanent = {r: f"{c}" for r, (c, _) in refused.items() if c >= 500}
+        temporary = {r: f"{c}" for r, (c, _) in refused.items() if c < 500}
+        accepted = tuple(r for r in recipients if r not in refused)
+        return SendResult(accepted, permanent, temporary)
+
+
+def make_mailer(relay_url: str) -> Mailer:
+    if relay_url.startswith("maildir:"):
+        return MaildirMailer(Path(relay_url[len("maildir:") :]))
+    return SmtpMailer(relay_url)

@@ -1,0 +1,46 @@
+"""Per-process adapters for tasks: the engine, session factory, mailer and contexts.
+
+Built lazily on first use in each worker process (after the prefork fork), never at
+import, so no connection is shared between processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailgate.db import make_engine, make_sessionmaker
+from mailgate.ingest import IngestContext
+from worker.app import app, settings
+from worker.mailer import Mailer, make_mailer
+
+
+@lru_cache(maxsize=1)
+def session_factory() -> sessionmaker[Session]:
+    return make_sessionmaker(make_engine(settings.database_url))
+
+
+@lru_cache(maxsize=1)
+def mailer() -> Mailer:
+    return make_mailer(settings.relay_url)
+
+
+@lru_cache(maxsize=1)
+def ingest_context() -> IngestContext:
+    return IngestContext(
+        domain=settings.domain,
+        secrets=(settings.secret_key,),
+        authserv_ids=settings.authserv_ids,
+    )
+
+
+def publish(task: str, args: Sequence[Any]) -> None:
+    app.send_task(task, args=list(args), retry=False)
+
+
+def publish_ingest(raw_ids: Sequence[int]) -> None:
+    for raw_id in raw_ids:
+        publish("mailgate.ingest", [raw_id])

@@ -1,0 +1,48 @@
+"""Thin tasks: take ids, call one service function, let the service commit.
+
+Retries only for transient faults (database OperationalError, relay 4xx / connection
+errors), with exponential backoff and jitter capped below the broker's visibility
+timeout (CEL-03, CEL-05). Everything else is the service's to record.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import OperationalError
+
+from mailgate.db import unit_of_work
+from mailgate.ingest import run_ingest
+from mailgate.notices import deliver_notice
+from mailgate.outbox import publish_outbox, requeue_stale_inbound
+from worker import runtime
+from worker.app import MAX_RETRY_DELAY, app
+from worker.mailer import TransientRelayError
+
+KNOWN_TASKS = ("mailgate.ingest", "mailgate.send_notice")
+RETRY = {
+    "retry_backoff": True,
+    "retry_backoff_max": MAX_RETRY_DELAY,
+    "retry_jitter": True,
+    "max_retries": 12,
+}
+
+
+@app.task(name="mailgate.ingest", autoretry_for=(OperationalError,), **RETRY)
+def ingest(raw_id: int) -> None:
+    run_ingest(runtime.session_factory(), raw_id, runtime.ingest_context())
+    # Notices (and later fan-out) queued by this message go out now, not at the next sweep.
+    publish_outbox(runtime.session_factory(), runtime.publish, known_tasks=KNOWN_TASKS)
+
+
+@app.task(
+    name="mailgate.send_notice", autoretry_for=(OperationalError, TransientRelayError), **RETRY
+)
+def send_notice(notice_id: int) -> None:
+    with unit_of_work(runtime.session_factory()) as session:
+        deliver_notice(session, notice_id, runtime.mailer(), runtime.settings.domain)
+
+
+@app.task(name="mailgate.sweep", autoretry_for=(OperationalError,), max_retries=1)
+def sweep() -> None:
+    factory = runtime.session_factory()
+    requeue_stale_inbound(factory, runtime.publish)
+    publish_outbox(factory, runtime.publish, known_tasks=KNOWN_TASKS)
