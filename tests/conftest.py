@@ -174,6 +174,19 @@ class Gateway:
 
         return smtplib.SMTP(self.host, self.port, timeout=10)
 
+    def published_after(self, before: int, count: int = 1, timeout: float = 5.0) -> list[int]:
+        """Raw ids handed to the broker port after index ``before``.
+
+        The writer thread answers the client first and publishes right after, so a
+        test that has just read the 250 may have to wait a moment for the id.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.published) < before + count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.published[before:]
+
 
 @pytest.fixture
 def gateway_factory(session_factory):  # type: ignore[no-untyped-def]

@@ -69,7 +69,7 @@ def deliver(gateway, session_factory, ingest_context):  # type: ignore[no-untype
         before = len(gateway.published)
         with gateway.smtp() as client:
             client.sendmail(mail_from, [rcpt] if isinstance(rcpt, str) else rcpt, raw)
-        (raw_id,) = gateway.published[before:]
+        (raw_id,) = gateway.published_after(before)
         run_ingest(session_factory, raw_id, ingest_context)
         return raw_id
 
@@ -395,7 +395,7 @@ def test_crashing_message_is_parked_after_three_attempts(  # type: ignore[no-unt
 
     with gateway.smtp() as client:
         client.sendmail(ALICE, [f"eng@{DOMAIN}"], mail())
-    (raw_id,) = gateway.published
+    (raw_id,) = gateway.published_after(0)
 
     def explode(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("parser bug")
