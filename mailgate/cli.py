@@ -649,8 +649,12 @@ def run_cmd(app: App, concurrency: int) -> None:
 
 @cli.command("inspect")
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--mail-from", default="", help="Envelope sender to assume ('' = null sender).")
-def inspect_cmd(source: str, mail_from: str) -> None:
+@click.option(
+    "--mail-from",
+    default=None,
+    help="Envelope sender to assume ('' = null sender); default: Return-Path, else From.",
+)
+def inspect_cmd(source: str, mail_from: str | None) -> None:
     """Classify one raw message and show its new text, without storing anything.
 
     SOURCE is a file or - for stdin. Prints JSON. Needs no database or server.
@@ -662,7 +666,7 @@ def inspect_cmd(source: str, mail_from: str) -> None:
         raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
         raise CLIError(f"cannot read {source}: {exc.strerror}") from None
-    emit_json(inspect_message(raw, domain=domain_from_env(), mail_from=mail_from or "x@invalid"))
+    emit_json(inspect_message(raw, domain=domain_from_env(), mail_from=mail_from))
 
 
 # ------------------------------------------------------------------------ inbound

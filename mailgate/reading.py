@@ -119,9 +119,28 @@ def read_message(raw: bytes, *, mail_from: str, ours: OurAddresses) -> Reading:
     return Reading(msg, classification, sender, None, body, automatic, "ok", "post", None)
 
 
-def inspect_message(raw: bytes, *, domain: str, mail_from: str = "") -> dict[str, Any]:
-    """``mailgate inspect``: classify and extract one message; no database, no network."""
+def envelope_sender_of(raw: bytes) -> str:
+    """The envelope sender of a message saved from a mailbox: its Return-Path (``""`` for
+    ``<>``), else the From address — the best guess when no SMTP envelope is known."""
+    msg = parse_message(raw)
+    return_path = msg.header("Return-Path")
+    if return_path is not None:
+        return return_path.strip().strip("<>").strip()
+    try:
+        return parse_from(msg).address
+    except FromError:
+        return ""
+
+
+def inspect_message(
+    raw: bytes, *, domain: str, mail_from: str | None = None
+) -> dict[str, Any]:
+    """``mailgate inspect``: classify and extract one message; no database, no network.
+
+    Without ``mail_from`` the envelope sender is taken from Return-Path, else From.
+    """
     ours = OurAddresses(
         domain=domain.lower(), list_ids=frozenset(), loop_marker=f"mailgate@{domain.lower()}"
     )
-    return read_message(raw, mail_from=mail_from, ours=ours).as_dict()
+    sender = envelope_sender_of(raw) if mail_from is None else mail_from
+    return read_message(raw, mail_from=sender, ours=ours).as_dict()
