@@ -110,11 +110,16 @@ def serve(kind: str, port: int, url: str) -> None:
 
         inbox = SqlInbox(make_sessionmaker(make_engine(url)))
         handler = GatewayHandler(
-            inbox, domain=DOMAIN, secrets=(SECRET,),
+            inbox,
+            domain=DOMAIN,
+            secrets=(SECRET,),
             limits=Limits(max_messages_per_session=10**9, sender_rate=10**9),
         )
         controller = GatewayController(
-            handler, hostname="127.0.0.1", port=port, trusted_peers=("127.0.0.0/8",),
+            handler,
+            hostname="127.0.0.1",
+            port=port,
+            trusted_peers=("127.0.0.0/8",),
             server_name=DOMAIN,
         )
     controller.start()
@@ -152,7 +157,8 @@ def measure_server(kind: str, url: str, clients: int, per_client: int, size: int
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", kind, "--port", str(port), "--database-url", url],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
@@ -211,20 +217,24 @@ def pipeline(url: str, count: int) -> tuple[float, float, int]:
 
     from mailgate.db import make_engine, make_sessionmaker
     from mailgate.inbox import SqlInbox
-    from mailgate.ingest import IngestContext, run_ingest
+    from mailgate.ingest import IngestContext, run_ingest_batch
     from mailgate.models import Post
     from mailgate.smtp import Accepted
 
     rng = random.Random(7)
-    raws = [reply_message(rng, i, rng.randint(5_000, 20_000), "alice@corp.example")
-            for i in range(count)]
+    raws = [
+        reply_message(rng, i, rng.randint(5_000, 20_000), "alice@corp.example")
+        for i in range(count)
+    ]
     factory = make_sessionmaker(make_engine(url))
     inbox = SqlInbox(factory)
     ids: list[int] = []
     for start in range(0, count, 200):
         ids += inbox.store_many(
-            [Accepted(r, "alice@corp.example", (f"eng@{DOMAIN}",), "127.0.0.1", "bench")
-             for r in raws[start : start + 200]]
+            [
+                Accepted(r, "alice@corp.example", (f"eng@{DOMAIN}",), "127.0.0.1", "bench")
+                for r in raws[start : start + 200]
+            ]
         )
     begin = time.perf_counter()
     for raw in raws:
@@ -232,8 +242,9 @@ def pipeline(url: str, count: int) -> tuple[float, float, int]:
     baseline = count / (time.perf_counter() - begin)
     ctx = IngestContext(domain=DOMAIN, secrets=(SECRET,))
     begin = time.perf_counter()
-    for raw_id in ids:
-        run_ingest(factory, raw_id, ctx)
+    # Batches of 10, as the gateway's group commit hands them over under load.
+    for start in range(0, len(ids), 10):
+        run_ingest_batch(factory, ids[start : start + 10], ctx)
     rate = count / (time.perf_counter() - begin)
     with factory() as session:
         posts = int(session.scalar(select(func.count()).select_from(Post)) or 0)
@@ -268,12 +279,16 @@ def main() -> None:
     print(f"gateway, {clients} clients x {per_client} messages of {size // 1000} KB:")
     print(f"  no-op aiosmtpd server     : {noop:8.0f} msg/s")
     print(f"  mailgate gateway (commit) : {gateway:8.0f} msg/s")
-    print(f"  ratio gateway / no-op     : {gateway / noop:8.2f}  (bar >= 0.50: "
-          f"{'met' if gateway / noop >= 0.5 else 'MISSED'})")
+    print(
+        f"  ratio gateway / no-op     : {gateway / noop:8.2f}  (bar >= 0.50: "
+        f"{'met' if gateway / noop >= 0.5 else 'MISSED'})"
+    )
     print("pipeline, one process, 5-20 KB replies:")
     print(f"  stdlib parse only         : {baseline:8.0f} msg/s")
-    print(f"  run_ingest to committed   : {rate:8.0f} posts/s  ({posts} posts; bar >= 300: "
-          f"{'met' if rate >= 300 else 'MISSED'})")
+    print(
+        f"  run_ingest_batch (by 10)   : {rate:8.0f} posts/s  ({posts} posts; bar >= 300: "
+        f"{'met' if rate >= 300 else 'MISSED'})"
+    )
     print(f"  ratio pipeline / parse    : {rate / baseline:8.2f}")
 
 

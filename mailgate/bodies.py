@@ -87,6 +87,10 @@ _ATTRIB_RE = re.compile(
 )
 # Gmail in Russian, Japanese, Korean…: "<date>, Name <addr>:" with no verb at all.
 _ADDR_COLON_RE = re.compile(r"<[^<>\s@]{1,64}@[^<>\s]{1,255}>\s?[:：]$")
+# mutt's common "* Name <addr> [2026-03-03 10:12]:" (attribution = "* %n <%a> [%d]:").
+# No brackets in the name part, so the match is a single left-to-right scan; the bracket
+# must hold a date (≥ 4 digits), so a bullet like "* Rollout [v2]:" is not an attribution.
+_MUTT_ATTRIB_RE = re.compile(r"\*\s[^\[\]]{1,200}\s\[([^\[\]]{4,60})\][:：]")
 # Openers of the common "On <date>, <name> wrote:" family, used to judge how sure we are.
 _OPENER_RE = re.compile(r"(?:on|am|le|el|il|em|op|den|på|w dniu|dnia|dne|päivänä)\s", re.IGNORECASE)
 _DIGIT_RE = re.compile(r"\d")
@@ -176,6 +180,7 @@ _FOOTER_RE = re.compile(
     r"|motorola|sony|lg)\b.{0,60}"
     r"|sent from (?:outlook|yahoo mail|mail for windows|proton ?mail|aol|gmail|bluemail"
     r"|spark|my mobile)\b.{0,60}"
+    r"|sent with \[proton ?mail\]\(https?://[^()\s]{1,100}\) secure email"
     r"|sent (?:with|via|using) (?:proton ?mail|blackberry|outlook|samsung|my mobile)\b.{0,60}"
     r"|get outlook for (?:ios|android)\b.{0,60}"
     r"|von meinem .{1,40}? gesendet|gesendet von meinem .{1,40}|gesendet mit .{1,40}"
@@ -311,6 +316,9 @@ def _looks_like_attribution(text: str) -> bool:
     tail = text[-260:]
     if _ATTRIB_RE.search(tail):
         return True
+    if text[0] == "*" and text[-2:-1] == "]":
+        mutt = _MUTT_ATTRIB_RE.fullmatch(text)
+        return mutt is not None and sum(c.isdigit() for c in mutt.group(1)) >= 4
     return bool(_ADDR_COLON_RE.search(tail) and _DIGIT_RE.search(text))
 
 

@@ -13,12 +13,11 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailgate.db import unit_of_work
 from mailgate.models import MailingList, RawMessage, RawStatus, utcnow
 from mailgate.smtp import Accepted, header_block
 
@@ -44,6 +43,9 @@ class SqlInbox:
         publish: Callable[[Sequence[int]], None] | None = None,
     ) -> None:
         self._factory = factory
+        bind = factory.kw["bind"]
+        assert bind is not None, "the session factory must be bound to an engine"
+        self._engine = bind
         self._publish = publish
 
     def list_state(self, slug: str) -> str | None:
@@ -74,10 +76,18 @@ class SqlInbox:
             }
             for m in messages
         ]
-        with unit_of_work(self._factory) as session:
-            ids = session.scalars(
-                insert(RawMessage).returning(RawMessage.id, sort_by_parameter_order=True), rows
-            ).all()
+        # Core on a bare connection, not the ORM session: this runs on the gateway's
+        # writer thread for every message, and the session's bookkeeping would cost more
+        # than the insert itself.
+        table = cast(Table, RawMessage.__table__)
+        with self._engine.begin() as conn:
+            ids = (
+                conn.execute(
+                    insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
+                )
+                .scalars()
+                .all()
+            )
         return list(ids)
 
     def publish(self, raw_ids: Sequence[int]) -> None:

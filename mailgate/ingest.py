@@ -177,7 +177,7 @@ def _handle_recipient(
             return _refuse(session, row, reading, ctx, shown, "reply-address-mismatch", {})
         ml = session.get(MailingList, token_discussion.list_id)
     else:
-        ml = session.scalar(select(MailingList).where(MailingList.slug == recipient.value))
+        ml = _list_by_slug(session, recipient.value)
     if ml is None:
         return Outcome(shown, RawStatus.REJECTED, "unknown-list")
     return _post(session, row, reading, ctx, shown, ml, person, token_discussion)
@@ -392,7 +392,7 @@ def _handle_request(
     person: Person | None,
 ) -> Outcome:
     assert reading.sender is not None
-    ml = session.scalar(select(MailingList).where(MailingList.slug == slug))
+    ml = _list_by_slug(session, slug)
     if ml is None:
         return Outcome(shown, RawStatus.REJECTED, "unknown-list")
     command = _request_command(reading)
@@ -564,7 +564,7 @@ def release_post(session: Session, held: RawMessage, ctx: IngestContext) -> Outc
         recipient = decode_recipient(rcpt, ctx.domain)
         if recipient is None or recipient.kind is not AddressKind.LIST or reading.body is None:
             continue
-        ml = session.scalar(select(MailingList).where(MailingList.slug == recipient.value))
+        ml = _list_by_slug(session, recipient.value)
         if ml is None:
             continue
         person = _person_by_address(session, reading.sender.address) if reading.sender else None
@@ -603,7 +603,7 @@ def _refuse(
     ml: MailingList | None = None,
 ) -> Outcome:
     if ml is None and "list" in facts:
-        ml = session.scalar(select(MailingList).where(MailingList.slug == facts["list"]))
+        ml = _list_by_slug(session, facts["list"])
     context = _ctx(ml) if ml is not None else {}
     to = reading.sender.address if reading.sender else row.mail_from
     _notice(session, row, reading, ctx, to, reason, context)
@@ -672,10 +672,27 @@ def _notice(
 # ---------------------------------------------------------------- directory facts
 
 
+def _memo(session: Session) -> dict[tuple[str, str], Any]:
+    # Lookups repeat across the messages of one batch (same list, same few senders);
+    # the session lives for one transaction, so its info dict is a safe cache.
+    memo: dict[tuple[str, str], Any] = session.info.setdefault("mailgate.lookups", {})
+    return memo
+
+
 def _person_by_address(session: Session, address: str) -> Person | None:
-    return session.scalar(
-        select(Person).join(Address).where(Address.email == address.strip().lower())
-    )
+    key = ("person", address.strip().lower())
+    memo = _memo(session)
+    if key not in memo:
+        memo[key] = session.scalar(select(Person).join(Address).where(Address.email == key[1]))
+    return memo[key]
+
+
+def _list_by_slug(session: Session, slug: str) -> MailingList | None:
+    key = ("list", slug)
+    memo = _memo(session)
+    if key not in memo:
+        memo[key] = session.scalar(select(MailingList).where(MailingList.slug == slug))
+    return memo[key]
 
 
 def list_facts_of(ml: MailingList) -> access.ListFacts:
@@ -695,9 +712,7 @@ def viewer_of(session: Session, ml: MailingList, person: Person | None) -> acces
     row = session.execute(
         select(Membership.role, AllowedPoster.id)
         .select_from(Person)
-        .outerjoin(
-            Membership, (Membership.person_id == Person.id) & (Membership.list_id == ml.id)
-        )
+        .outerjoin(Membership, (Membership.person_id == Person.id) & (Membership.list_id == ml.id))
         .outerjoin(
             AllowedPoster,
             (AllowedPoster.person_id == Person.id) & (AllowedPoster.list_id == ml.id),
@@ -770,3 +785,49 @@ def run_ingest(factory: Any, raw_id: int, ctx: IngestContext) -> RawStatus:
             if row.status is RawStatus.RECEIVED:
                 row.status, row.reason = RawStatus.FAILED, f"crash:{type(exc).__name__}"
         return RawStatus.FAILED
+
+
+def run_ingest_batch(factory: Any, raw_ids: list[int], ctx: IngestContext) -> None:
+    """Process several raw messages in one transaction (what the gateway's group commit
+    hands over); fall back to one transaction per message if anything goes wrong, so a
+    poison message only ever fails alone.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from mailgate.db import unit_of_work
+
+    if len(raw_ids) == 1:
+        run_ingest(factory, raw_ids[0], ctx)
+        return
+    try:
+        with unit_of_work(factory) as session:
+            counted = dict(
+                session.execute(
+                    update(RawMessage)
+                    .where(RawMessage.id.in_(raw_ids), RawMessage.status == RawStatus.RECEIVED)
+                    .values(attempts=RawMessage.attempts + 1)
+                    .returning(RawMessage.id, RawMessage.attempts)
+                ).all()
+            )
+        if any(attempts > 1 for attempts in counted.values()):
+            raise _SingleFile  # a redelivery: some message may be a poison pill
+        with unit_of_work(factory) as session:
+            for raw_id in raw_ids:
+                if raw_id in counted:
+                    process_raw(session, raw_id, ctx)
+    except OperationalError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - retried one by one below
+        if not isinstance(exc, _SingleFile):
+            log.warning("batch of %d failed (%s); one by one", len(raw_ids), type(exc).__name__)
+        for raw_id in raw_ids:
+            try:
+                run_ingest(factory, raw_id, ctx)
+            except OperationalError:
+                raise
+            except Exception:
+                log.exception("ingest of raw %s failed", raw_id)
+
+
+class _SingleFile(Exception):
+    """Internal: process this batch one message per transaction."""

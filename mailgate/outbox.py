@@ -28,6 +28,7 @@ log = logging.getLogger("mailgate.outbox")
 
 Publish = Callable[[str, Sequence[Any]], None]
 INGEST_TASK = "mailgate.ingest"
+INGEST_BATCH = 50
 
 
 def publish_outbox(
@@ -102,11 +103,12 @@ def requeue_stale_inbound(
                 update(RawMessage).where(RawMessage.id.in_(ids)).values(queued_at=stamp)
             )
     published = 0
-    for raw_id in ids:
+    for start in range(0, len(ids), INGEST_BATCH):
+        batch = ids[start : start + INGEST_BATCH]
         try:
-            publish(INGEST_TASK, [raw_id])
+            publish(INGEST_TASK, [batch])
         except Exception as exc:  # noqa: BLE001 - the next sweep tries again
             log.warning("broker unavailable (%s) while re-queueing", type(exc).__name__)
             break
-        published += 1
+        published += len(batch)
     return published

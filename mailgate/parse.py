@@ -11,10 +11,13 @@ their raw text, unknown charsets decode with U+FFFD, and what went wrong is reco
 
 from __future__ import annotations
 
+import codecs
 import email
 import email.header
 import email.message
 import email.policy
+import email.utils
+import functools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -106,23 +109,182 @@ def _unescape(value: object) -> str:
         return text
 
 
+# Charset labels are read the way browsers read them (WHATWG Encoding Standard): mail
+# clients label text by what the user picked, not by what the bytes are, and browsers
+# settled long ago on which superset each common label really means.
+_ASCII = "ascii"  # try UTF-8 first (ASCII is its subset), then windows-1252
+_CP1252 = "cp1252"  # windows-1252; its five undefined bytes read as Latin-1 controls
+# Labels Python does not know, as WHATWG names them.
+_LABEL_ALIASES = {
+    "x-cp1252": _CP1252,
+    "x-gbk": "gb18030",
+    "csgb2312": "gb18030",
+    "csiso58gb231280": "gb18030",
+    "iso-ir-58": "gb18030",
+    "chinese": "gb18030",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "csshiftjis": "cp932",
+    "ms932": "cp932",
+    "windows-949": "cp949",
+    "x-euc-jp": "euc_jp",
+    "iso-8859-8-i": "iso8859-8",
+    "csiso88598i": "iso8859-8",
+    "logical": "iso8859-8",
+    "windows-874": "cp874",
+    "dos-874": "cp874",
+    "x-mac-roman": "mac-roman",
+    "x-mac-cyrillic": "mac-cyrillic",
+    "x-mac-ukrainian": "mac-cyrillic",
+    "koi8-ru": "koi8-u",
+    "unicode-1-1-utf-8": "utf-8",
+    "unicode11utf8": "utf-8",
+    "unicode20utf8": "utf-8",
+    "x-unicode20utf8": "utf-8",
+}
+# Python codec (canonical name) → the superset WHATWG decodes that label with.
+_SUPERSETS = {
+    "ascii": _ASCII,
+    "iso8859-1": _CP1252,
+    "latin-1": _CP1252,
+    "cp1252": _CP1252,
+    "gb2312": "gb18030",  # WHATWG's GBK decoder is the gb18030 decoder
+    "gbk": "gb18030",
+    "euc_kr": "cp949",  # ks_c_5601-1987 from Outlook is really UHC
+    "shift_jis": "cp932",
+    "big5": "big5hkscs",
+    "iso8859-9": "cp1254",
+    "iso8859-11": "cp874",
+    "tis-620": "cp874",
+}
+# Bytes 0x80-0x9F as windows-1252 reads them; 0x81, 0x8D, 0x8F, 0x90 and 0x9D stay the
+# Latin-1 control characters, as in browsers.
+_CP1252_HIGH = {
+    0x80 + i: char
+    for i, char in enumerate(bytes(range(0x80, 0xA0)).decode("cp1252", errors="replace"))
+    if char != "\ufffd"
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _charset_codec(label: str) -> str | None:
+    """The Python codec to decode a charset ``label`` with, or None when unknown.
+
+    Cached: there are few labels in real mail, and hostile ones only fill a bounded cache.
+    """
+    name = label.strip().strip("\"'").lower()
+    name = _LABEL_ALIASES.get(name, name)
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):  # ValueError: a NUL inside the label
+        return None
+    # Non-text codecs (base64, rot13 …) and the always-failing "undefined" are no charsets.
+    if not getattr(info, "_is_text_encoding", True) or info.name == "undefined":
+        return None
+    return _SUPERSETS.get(info.name, info.name)
+
+
+def _decode_cp1252(payload: bytes) -> str:
+    try:
+        return payload.decode("cp1252")
+    except UnicodeDecodeError:
+        return payload.decode("latin-1").translate(_CP1252_HIGH)
+
+
+def _decode_text(payload: bytes, label: str, defects: list[str]) -> str:
+    """Decode ``payload`` labelled ``label``; never raises (FMT-07)."""
+    codec = _charset_codec(label)
+    if codec is None:
+        defects.append(f"unknown-charset:{label}")
+        codec = "utf-8"
+    elif codec == _ASCII:
+        if payload.isascii():
+            return payload.decode("ascii")
+        defects.append(f"bad-bytes-for-charset:{label}")
+        # 8-bit text labelled us-ascii is usually UTF-8 (a terminal mailer) and otherwise
+        # windows-1252, which is how browsers read the label anyway.
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return _decode_cp1252(payload)
+    elif codec == _CP1252:
+        return _decode_cp1252(payload)
+    else:
+        try:
+            return payload.decode(codec)
+        except UnicodeDecodeError:
+            defects.append(f"bad-bytes-for-charset:{label}")
+    # Mislabelled UTF-8 is the commonest wrong label; failing that, keep the labelled
+    # charset and turn only the bad bytes into U+FFFD.
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return payload.decode(codec, errors="replace")
+    except (UnicodeError, LookupError):  # exotic codecs without "replace" support
+        return payload.decode("utf-8", errors="replace")
+
+
+def _param(part: email.message.Message, name: str) -> str:
+    value = part.get_param(name)
+    if isinstance(value, tuple):  # RFC 2231 encoded parameter
+        value = email.utils.collapse_rfc2231_value(value)
+    return value.strip().lower() if isinstance(value, str) else ""
+
+
+def _unflow(text: str, *, delsp: bool) -> str:
+    """Undo format=flowed (RFC 3676): join soft-broken lines, remove space-stuffing.
+
+    A line ending in a space continues on the next line of the same quote depth (with
+    DelSp=yes that space was added by the sender and is dropped). One pass, linear in
+    the text. Quoted paragraphs come back as their quote marks, one space, then the text
+    (``">> text"``), which is what the body stage recognises as quoted.
+    """
+    eol = "\r\n" if "\r\n" in text else "\n"
+    lines = text.split("\n")
+    trailing = lines[-1] == ""
+    if trailing:
+        lines.pop()
+    out: list[str] = []
+    para: list[str] = []  # pieces of the paragraph being joined
+    para_depth = 0
+
+    def flush() -> None:
+        joined = "".join(para)
+        out.append(">" * para_depth + (" " + joined if para_depth and joined else joined))
+        para.clear()
+
+    for raw in lines:
+        line = raw[:-1] if raw.endswith("\r") else raw
+        body = line.lstrip(">")
+        depth = len(line) - len(body)
+        if body.startswith(" "):  # space-stuffing (§4.4), also after quote marks (§4.5)
+            body = body[1:]
+        # The signature separator "-- " is never flowed, and starts a new paragraph.
+        signature = body == "-- "
+        if para and (depth != para_depth or signature):
+            # A quote-depth change ends a paragraph even after a soft break (§4.5).
+            flush()
+        para_depth = depth
+        if body.endswith(" ") and not signature:
+            para.append(body[:-1] if delsp else body)
+        else:
+            para.append(body)
+            flush()
+    if para:
+        flush()
+    return eol.join(out) + (eol if trailing else "")
+
+
 def _decode_part(part: email.message.Message, defects: list[str]) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    charset = part.get_content_charset() or "us-ascii"
-    try:
-        return payload.decode(charset)
-    except LookupError:
-        defects.append(f"unknown-charset:{charset}")
-    except UnicodeDecodeError:
-        defects.append(f"bad-bytes-for-charset:{charset}")
-    # Wrong labels are common (latin-1 sent as us-ascii, cp1252 as latin-1): try UTF-8
-    # first, then replace what is left (FMT-07).
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return payload.decode("utf-8", errors="replace")
+    text = _decode_text(payload, part.get_content_charset() or "us-ascii", defects)
+    if part.get_content_type() == "text/plain" and _param(part, "format") == "flowed":
+        text = _unflow(text, delsp=_param(part, "delsp") == "yes")
+    return text
 
 
 def _walk_bodies(

@@ -132,9 +132,7 @@ def envelope_sender_of(raw: bytes) -> str:
         return ""
 
 
-def inspect_message(
-    raw: bytes, *, domain: str, mail_from: str | None = None
-) -> dict[str, Any]:
+def inspect_message(raw: bytes, *, domain: str, mail_from: str | None = None) -> dict[str, Any]:
     """``mailgate inspect``: classify and extract one message; no database, no network.
 
     Without ``mail_from`` the envelope sender is taken from Return-Path, else From.

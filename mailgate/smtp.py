@@ -31,7 +31,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -71,6 +71,9 @@ class Inbox(Protocol):
 
     def publish(self, raw_ids: Sequence[int]) -> None:
         """Best-effort hand-off to the workers, after commit. Must not raise."""
+
+
+LIST_CACHE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,19 @@ class GroupCommitter:
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Accepted, Future[int]]]) -> None:
+        # A client that hung up before its commit began has its future cancelled: it never
+        # saw 250 and will retry, so skip it. Marking the rest running means they can no
+        # longer be cancelled, so resolving them cannot raise and kill this thread (which
+        # would leave every later DATA waiting forever).
+        batch = [
+            (message, future) for message, future in batch if future.set_running_or_notify_cancel()
+        ]
+        if not batch:
+            return
         try:
             ids = self._inbox.store_many([message for message, _ in batch])
+            if len(ids) != len(batch):
+                raise RuntimeError(f"store_many returned {len(ids)} ids for {len(batch)}")
         except Exception as exc:  # noqa: BLE001 - every storage fault becomes a 451
             log.error("storage failed for %d message(s): %s", len(batch), type(exc).__name__)
             for _, future in batch:
@@ -165,7 +179,10 @@ class GroupCommitter:
             return
         for (_, future), raw_id in zip(batch, ids, strict=True):
             future.set_result(raw_id)
-        self._inbox.publish(ids)
+        try:
+            self._inbox.publish(ids)
+        except Exception:  # the port must not raise; if it does, the sweeper re-publishes
+            log.exception("publish failed for %d message(s)", len(ids))
 
 
 # ---------------------------------------------------------------- the handler
@@ -197,6 +214,7 @@ class GatewayHandler:
         self.after_commit = after_commit  # failpoint hook for crash tests (DUR-01)
         self.committer = GroupCommitter(inbox)
         self._senders: defaultdict[str, _RateWindow] = defaultdict(_RateWindow)
+        self._lists: dict[str, tuple[float, str | None]] = {}
 
     async def handle_EHLO(
         self,
@@ -255,7 +273,7 @@ class GatewayHandler:
     async def _check_recipient(self, address: str) -> str | None:
         recipient = decode_recipient(address, self.domain)
         if recipient is None:
-            return replies.UNKNOWN_RECIPIENT.format(address=redact_address(address))
+            return replies.UNKNOWN_RECIPIENT.format(address=_printable(redact_address(address)))
         if recipient.kind in _TOKEN_KINDS:
             kind = _TOKEN_KINDS[recipient.kind]
             try:
@@ -264,7 +282,7 @@ class GatewayHandler:
                 return replies.BAD_REPLY_ADDRESS
             return None
         try:
-            state = await asyncio.to_thread(self.inbox.list_state, recipient.value)
+            state = await self._list_state(recipient.value)
         except Exception:  # noqa: BLE001 - database down: let the relay retry
             return replies.STORAGE_UNAVAILABLE
         if state is None:
@@ -272,6 +290,23 @@ class GatewayHandler:
         if state == "archived":
             return replies.LIST_ARCHIVED.format(address=address)
         return None
+
+    async def _list_state(self, slug: str) -> str | None:
+        """The list's state, remembered for ``LIST_CACHE_SECONDS``.
+
+        A busy list gets every RCPT; asking the database (in a thread) for each one
+        would cost more than the rest of the dialogue. A new or archived list is seen
+        within a few seconds, and the worker checks the list again anyway.
+        """
+        now = self.clock()
+        cached = self._lists.get(slug)
+        if cached is not None and now - cached[0] < LIST_CACHE_SECONDS:
+            return cached[1]
+        state = await asyncio.to_thread(self.inbox.list_state, slug)
+        if len(self._lists) > 10_000:
+            self._lists.clear()
+        self._lists[slug] = (now, state)
+        return state
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
@@ -297,6 +332,16 @@ class GatewayHandler:
         return replies.ACCEPTED.format(ref=raw_id)
 
 
+def _printable(address: str) -> str:
+    """``address`` with undecodable bytes and control characters replaced, for a reply.
+
+    aiosmtpd hands us undecodable bytes as lone surrogates, which would fail to encode (a
+    500 naming the exception), and a bare CR must not reach the client.
+    """
+    text = address.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 def _peer(session: Session) -> str:
     peer = session.peer
     if isinstance(peer, tuple) and peer:
@@ -305,6 +350,12 @@ def _peer(session: Session) -> str:
 
 
 # ---------------------------------------------------------------- server plumbing
+
+
+# Enhanced codes (RFC 3463) for aiosmtpd's bare permanent errors: 500 syntax, 501 bad
+# arguments, 502/503 command not available here / out of sequence, 552 too big.
+_ENHANCED = {"500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "552": "5.3.4"}
+_HAS_ENHANCED_RE = re.compile(r"[245]\.\d{1,3}\.\d{1,3} ")
 
 
 class GatewaySMTP(SMTP):
@@ -317,6 +368,17 @@ class GatewaySMTP(SMTP):
     def __init__(self, *args: Any, trusted: Sequence[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trusted = trusted
+
+    async def push(self, status: AnyStr) -> None:
+        # aiosmtpd's own refusals carry no enhanced status code, but we advertise
+        # ENHANCEDSTATUSCODES (RFC 2034 §4), and relays act on 5.3.4 "too big" (SMTP-03).
+        if isinstance(status, str) and status[:3] in _ENHANCED and status[3:4] == " ":
+            if not _HAS_ENHANCED_RE.match(status, 4):
+                if status[:3] == "552":
+                    status = replies.TOO_BIG.format(limit=self.data_size_limit)
+                else:
+                    status = f"{status[:3]} {_ENHANCED[status[:3]]} {status[4:]}"
+        await super().push(status)
 
     async def _handle_client(self) -> None:
         peer = self.session.peer if self.session else None
@@ -357,6 +419,9 @@ class GatewayController(Controller):
         server_name: str,
     ) -> None:
         self._trusted = trusted_networks(trusted_peers)
+        # aiosmtpd logs every command line at INFO ("RCPT TO:<reply+TOKEN@…>"); tokens
+        # must never reach a log (PRIV-08), so its logger only passes warnings.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         super().__init__(
             handler,
             hostname=hostname,

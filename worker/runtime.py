@@ -42,5 +42,5 @@ def publish(task: str, args: Sequence[Any]) -> None:
 
 
 def publish_ingest(raw_ids: Sequence[int]) -> None:
-    for raw_id in raw_ids:
-        publish("mailgate.ingest", [raw_id])
+    """One task per group commit: the worker processes the batch in one transaction."""
+    publish("mailgate.ingest", [list(raw_ids)])

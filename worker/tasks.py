@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy.exc import OperationalError
 
 from mailgate.db import unit_of_work
-from mailgate.ingest import run_ingest
+from mailgate.ingest import run_ingest_batch
 from mailgate.notices import deliver_notice
 from mailgate.outbox import publish_outbox, requeue_stale_inbound
 from worker import runtime
@@ -27,8 +27,9 @@ RETRY = {
 
 
 @app.task(name="mailgate.ingest", autoretry_for=(OperationalError,), **RETRY)
-def ingest(raw_id: int) -> None:
-    run_ingest(runtime.session_factory(), raw_id, runtime.ingest_context())
+def ingest(raw_ids: list[int]) -> None:
+    """Process raw messages stored together by one gateway commit (or one sweep)."""
+    run_ingest_batch(runtime.session_factory(), list(raw_ids), runtime.ingest_context())
     # Notices (and later fan-out) queued by this message go out now, not at the next sweep.
     publish_outbox(runtime.session_factory(), runtime.publish, known_tasks=KNOWN_TASKS)
 

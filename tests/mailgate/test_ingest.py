@@ -414,3 +414,58 @@ def test_rerunning_ingest_changes_nothing(eng, deliver, session_factory, ingest_
     raw_id = deliver(mail())
     assert run_ingest(session_factory, raw_id, ingest_context) is RawStatus.PROCESSED
     assert len(posts(session_factory)) == 1
+
+
+def test_logs_never_contain_reply_or_confirmation_tokens(  # type: ignore[no-untyped-def]
+    eng, deliver, gateway, session_factory, caplog
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    deliver(mail())
+    (root,) = posts(session_factory)
+    token = make_token(SECRET, TokenKind.REPLY, eng.person_id(BOB), root.discussion_id)
+    deliver(mail(sender=BOB, body="Reply by token"), rcpt=f"reply+{token}@{DOMAIN}", mail_from=BOB)
+    deliver(mail(sender=ALICE, body="wrong person"), rcpt=f"reply+{token}@{DOMAIN}")
+    forged = token[:-4] + ("aaaa" if not token.endswith("aaaa") else "bbbb")
+    with gateway.smtp() as client:
+        code, _ = client.ehlo()
+        client.mail(ALICE)
+        assert client.rcpt(f"reply+{forged}@{DOMAIN}")[0] == 550
+    eng.list("social", visibility="company")
+    deliver(mail(sender=BOB, body="subscribe"), rcpt=f"social-request@{DOMAIN}", mail_from=BOB)
+    with session_factory() as s:
+        confirm = [
+            n.context["confirm_token"]
+            for n in s.scalars(select(Notice))
+            if "confirm_token" in n.context
+        ]
+    assert confirm
+    deliver(mail(sender=BOB, body="yes"), rcpt=f"confirm+{confirm[0]}@{DOMAIN}", mail_from=BOB)
+    text = caplog.text
+    assert "reply+" in text or "raw " in text  # the run did log
+    for secret in [token, forged, *confirm]:
+        assert secret not in text
+
+
+def test_attachments_are_stored_with_sanitised_names(eng, deliver, session_factory) -> None:  # type: ignore[no-untyped-def]
+    from mailgate.models import StoredAttachment
+
+    body = (
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"
+        "--zz\r\nContent-Type: text/plain\r\n\r\nSee the attached report.\r\n"
+        "--zz\r\nContent-Type: application/pdf\r\n"
+        "Content-Disposition: attachment; filename*=UTF-8''..%2F..%2Fetc%2Fpasswd\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--zz--\r\n"
+    )
+    raw = (
+        f"From: {ALICE}\r\nTo: eng@{DOMAIN}\r\nSubject: Report\r\n"
+        f"Message-ID: <att@corp.example>\r\n"
+    ).encode() + body.encode()
+    deliver(raw)
+    (post,) = posts(session_factory)
+    assert post.text == "See the attached report."
+    with session_factory() as s:
+        (att,) = s.scalars(select(StoredAttachment)).all()
+    assert "/" not in att.filename and ".." not in att.filename
+    assert (att.content_type, att.size) == ("application/pdf", 9)
