@@ -65,7 +65,7 @@ class IngestContext:
     secrets: tuple[str, ...]
     authserv_ids: frozenset[str] = frozenset()
     received_above: int = 1
-    dnsfunc: Callable[[bytes], bytes] | None = None
+    dnsfunc: Callable[[bytes], bytes | None] | None = None
     now: Callable[[], datetime] = utcnow
 
     @property

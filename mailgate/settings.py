@@ -46,6 +46,8 @@ class Settings:
     max_recipients: int
     max_received_headers: int
     http_port: int
+    verify_dkim: bool = True  # look up DKIM keys in DNS for privileged posts (SPOOF-03)
+    authres_hops: int = 1  # Received fields above which trusted A-R may sit (SPOOF-02)
     failpoint: str = ""  # crash-test hook: "after-commit" kills the gateway before its 250
 
     @property
@@ -181,6 +183,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_recipients=_int(env, "MAILGATE_MAX_RECIPIENTS", 100, 1, 10_000),
         max_received_headers=_int(env, "MAILGATE_MAX_RECEIVED", 50, 5, 500),
         http_port=_int(env, "MAILGATE_HTTP_PORT", 8025, 0, 65535),
+        verify_dkim=env.get("MAILGATE_VERIFY_DKIM", "yes").lower() not in {"no", "0", "false"},
+        authres_hops=_int(env, "MAILGATE_AUTHRES_HOPS", 1, 1, 20),
         failpoint=env.get("MAILGATE_FAILPOINT", ""),
     )
 

@@ -28,12 +28,22 @@ def mailer() -> Mailer:
     return make_mailer(settings.relay_url)
 
 
+def dns_txt(name: bytes) -> bytes | None:
+    """The DNS TXT lookup DKIM verification uses (dkimpy's, through dnspython; 5 s)."""
+    from dkim.dnsplug import get_txt
+
+    result: bytes | None = get_txt(name, timeout=5)
+    return result
+
+
 @lru_cache(maxsize=1)
 def ingest_context() -> IngestContext:
     return IngestContext(
         domain=settings.domain,
         secrets=(settings.secret_key,),
         authserv_ids=settings.authserv_ids,
+        received_above=settings.authres_hops,
+        dnsfunc=dns_txt if settings.verify_dkim else None,
     )
 
 

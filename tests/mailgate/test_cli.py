@@ -306,3 +306,28 @@ def test_status_counts(eng) -> None:  # type: ignore[no-untyped-def]
     status = as_json(eng("status", "--json"))
     assert status["schema_current"] is True
     assert (status["lists"], status["people"], status["posts"]) == (1, 1, 0)
+
+
+def test_people_update_and_extra_addresses(eng) -> None:  # type: ignore[no-untyped-def]
+    eng("members", "add", "eng", "ann@corp.example", "--name", "Ann")
+    result = eng(
+        "people",
+        "update",
+        "ann@corp.example",
+        "--timezone",
+        "Pacific/Kiritimati",
+        "--department",
+        "Research",
+        "--add-address",
+        "Ann.Other@Corp.Example",
+    )
+    assert result.exit_code == 0, result.stderr
+    person = as_json(eng("people", "show", "ann.other@corp.example", "--json"))
+    assert person["addresses"] == ["ann@corp.example", "ann.other@corp.example"]
+    assert (person["timezone"], person["department"]) == ("Pacific/Kiritimati", "Research")
+    taken = eng("people", "update", "ann@corp.example", "--add-address", "ann@corp.example")
+    assert taken.exit_code == 1 and "already belongs to someone" in taken.stderr
+    ghost = eng("people", "update", "ghost@corp.example", "--name", "G")
+    assert ghost.exit_code == 1 and "no person with address" in ghost.stderr
+    actions = [e["action"] for e in as_json(eng("audit", "--json"))]
+    assert actions[:2] == ["person.address-add", "person.update"]
