@@ -227,7 +227,8 @@ class GatewayHandler:
         session.host_name = hostname
         session.mailgate_count = getattr(session, "mailgate_count", 0)  # type: ignore[attr-defined]
         # SMTP-04: we send enhanced status codes, so say so (aiosmtpd doesn't by default).
-        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+        # aiosmtpd reads pipelined commands in order, so PIPELINING (RFC 2920) is safe.
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
