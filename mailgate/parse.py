@@ -226,11 +226,18 @@ def _decode_text(payload: bytes, label: str, defects: list[str]) -> str:
         return payload.decode("utf-8", errors="replace")
 
 
-def _param(part: email.message.Message, name: str) -> str:
-    value = part.get_param(name)
-    if isinstance(value, tuple):  # RFC 2231 encoded parameter
-        value = email.utils.collapse_rfc2231_value(value)
-    return value.strip().lower() if isinstance(value, str) else ""
+def _flowed_params(part: email.message.Message) -> tuple[bool, bool]:
+    """(format=flowed, DelSp=yes) from a part's Content-Type, read in one parse."""
+    flowed = delsp = False
+    for key, value in part.get_params() or ():
+        if isinstance(value, tuple):  # RFC 2231 encoded parameter
+            value = email.utils.collapse_rfc2231_value(value)
+        name = key.lower()
+        if name == "format":
+            flowed = value.strip().lower() == "flowed"
+        elif name == "delsp":
+            delsp = value.strip().lower() == "yes"
+    return flowed, delsp
 
 
 def _unflow(text: str, *, delsp: bool) -> str:
@@ -238,42 +245,53 @@ def _unflow(text: str, *, delsp: bool) -> str:
 
     A line ending in a space continues on the next line of the same quote depth (with
     DelSp=yes that space was added by the sender and is dropped). One pass, linear in
-    the text. Quoted paragraphs come back as their quote marks, one space, then the text
-    (``">> text"``), which is what the body stage recognises as quoted.
+    the text. Lines that join nothing keep their quote marks as sent; joined quoted
+    paragraphs come back as quote marks, one space, then the text (``">> text"``), which
+    is what the body stage recognises as quoted.
     """
-    eol = "\r\n" if "\r\n" in text else "\n"
+    crlf = "\r\n" in text
+    if crlf:
+        text = text.replace("\r\n", "\n")
+    # Nothing soft-broken and nothing stuffed: the common case costs four scans.
+    if " \n" not in text and "\n " not in text and text[:1] != " " and text[-1:] != " ":
+        return text.replace("\n", "\r\n") if crlf else text
     lines = text.split("\n")
-    trailing = lines[-1] == ""
+    trailing = lines[-1] == ""  # the final line break is not part of the last line
     if trailing:
         lines.pop()
     out: list[str] = []
-    para: list[str] = []  # pieces of the paragraph being joined
+    para: list[str] = []  # pieces of the soft-broken paragraph being joined
     para_depth = 0
-
-    def flush() -> None:
-        joined = "".join(para)
-        out.append(">" * para_depth + (" " + joined if para_depth and joined else joined))
-        para.clear()
-
-    for raw in lines:
-        line = raw[:-1] if raw.endswith("\r") else raw
-        body = line.lstrip(">")
-        depth = len(line) - len(body)
-        if body.startswith(" "):  # space-stuffing (§4.4), also after quote marks (§4.5)
+    for line in lines:
+        if line[:1] == ">":
+            body = line.lstrip(">")
+            depth = len(line) - len(body)
+        else:
+            body = line
+            depth = 0
+        if body[:1] == " ":  # space-stuffing (§4.4), also after quote marks (§4.5)
             body = body[1:]
         # The signature separator "-- " is never flowed, and starts a new paragraph.
-        signature = body == "-- "
-        if para and (depth != para_depth or signature):
+        soft = body[-1:] == " " and body != "-- "
+        if para and (depth != para_depth or body == "-- "):
             # A quote-depth change ends a paragraph even after a soft break (§4.5).
-            flush()
-        para_depth = depth
-        if body.endswith(" ") and not signature:
+            joined = "".join(para)
+            out.append(">" * para_depth + " " + joined if para_depth else joined)
+            para.clear()
+        if soft:
             para.append(body[:-1] if delsp else body)
-        else:
+            para_depth = depth
+        elif para:
             para.append(body)
-            flush()
+            joined = "".join(para)
+            out.append(">" * depth + " " + joined if depth else joined)
+            para.clear()
+        else:
+            out.append(line if depth else body)
     if para:
-        flush()
+        joined = "".join(para)
+        out.append(">" * para_depth + " " + joined if para_depth else joined)
+    eol = "\r\n" if crlf else "\n"
     return eol.join(out) + (eol if trailing else "")
 
 
@@ -282,8 +300,13 @@ def _decode_part(part: email.message.Message, defects: list[str]) -> str:
     if not isinstance(payload, bytes):
         return ""
     text = _decode_text(payload, part.get_content_charset() or "us-ascii", defects)
-    if part.get_content_type() == "text/plain" and _param(part, "format") == "flowed":
-        text = _unflow(text, delsp=_param(part, "delsp") == "yes")
+    # The substring test spares the (slow) parameter parsing for the usual fixed text.
+    if "flowed" in str(part.get("Content-Type", "")).lower() and (
+        part.get_content_type() == "text/plain"
+    ):
+        flowed, delsp = _flowed_params(part)
+        if flowed:
+            text = _unflow(text, delsp=delsp)
     return text
 
 

@@ -479,6 +479,52 @@ PLAIN_CASES: list[tuple[str, str, str, tuple[str, ...]]] = [
         "From: the finance team's perspective, Tuesday is fine.\nTo: be confirmed.",
         (),
     ),
+    (
+        "mutt-bracket-date-attribution",
+        "* Bob Smith <bob@corp.example> [2026-03-03 10:12]:\n" + QUOTE + "\nTuesday works.\n",
+        "> Can we review the Q3 budget on Tuesday?\n>\n> Bob\n\nTuesday works.",
+        ("* Bob Smith <bob@corp.example> [2026-03-03 10:12]:",),
+    ),
+    (
+        "mutt-bracket-date-attribution-top-post",
+        "Tuesday works.\n\n* Bob Smith <bob@corp.example> [2026-03-03 10:12]:\n" + QUOTE,
+        "Tuesday works.",
+        ("[2026-03-03 10:12]:", "> Can we review"),
+    ),
+    (
+        "mutt-name-only-long-date-attribution",
+        "Tuesday works.\n\n* Bob Smith [Tue, Mar 03, 2026 at 10:12:00AM +0000]:\n" + QUOTE,
+        "Tuesday works.",
+        ("* Bob Smith [Tue, Mar 03, 2026 at 10:12:00AM +0000]:",),
+    ),
+    (
+        "keeps-bullet-with-bracket-before-quote",
+        "Notes:\n* Rollout [v2]:\n> Can we review the Q3 budget on Tuesday?\nYes.\n",
+        "Notes:\n* Rollout [v2]:\n> Can we review the Q3 budget on Tuesday?\nYes.",
+        (),
+    ),
+    (
+        "footer-proton-markdown-link",
+        "Tuesday works.\n\nRaj\n\nSent with [Proton Mail](https://proton.me/mail/home) secure"
+        " email.\n\nOn Tuesday, March 3rd, 2026 at 10:12 AM, Bob Smith <bob@corp.example> wrote:"
+        "\n\n" + QUOTE,
+        "Tuesday works.\n\nRaj",
+        ("Sent with [Proton Mail](https://proton.me/mail/home) secure email.", "> Bob"),
+    ),
+    (
+        "footer-proton-plain",
+        "Tuesday works.\n\nSent with Proton Mail secure email.\n",
+        "Tuesday works.",
+        ("Sent with Proton Mail secure email.",),
+    ),
+    (
+        "keeps-sentence-mentioning-proton",
+        "Tuesday works. Sent with Proton Mail secure email, as our policy requires for the"
+        " budget files.\n",
+        "Tuesday works. Sent with Proton Mail secure email, as our policy requires for the"
+        " budget files.",
+        (),
+    ),
 ]
 
 
