@@ -594,6 +594,101 @@ def describe_change(entry: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+# ------------------------------------------------------------------------ bounces
+
+
+@cli.group()
+def bounces() -> None:
+    """Bounce scores and suspended delivery (BNC-03)."""
+
+
+def _bounce_row(state: Any, person: Any) -> dict[str, Any]:
+    return {
+        "email": person.primary_address,
+        "name": person.name,
+        "score": round(state.score, 2),
+        "bounces": state.bounces,
+        "suspended": state.suspended_at is not None,
+        "suspended_at": state.suspended_at.isoformat(timespec="seconds")
+        if state.suspended_at
+        else None,
+        "last_bounce": state.updated_at.isoformat(timespec="seconds") if state.updated_at else None,
+        "last_diagnostic": state.last_diagnostic,
+    }
+
+
+@bounces.command("list")
+@click.option("--suspended", is_flag=True, help="Only people whose delivery is suspended.")
+@json_option
+@pass_app
+def bounces_list(app: App, suspended: bool, as_json: bool) -> None:
+    """People with a bounce score, highest first."""
+    from mailgate.bounces import suspended_people
+
+    with app.session() as session:
+        rows = [
+            _bounce_row(state, person)
+            for state, person in suspended_people(session)
+            if not suspended or state.suspended_at is not None
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    columns = ["email", "name", "score", "bounces", "suspended", "last_bounce"]
+    print_table("Bounces", columns, [[r[c] for c in columns] for r in rows])
+
+
+@bounces.command("show")
+@click.argument("email")
+@json_option
+@pass_app
+def bounces_show(app: App, email: str, as_json: bool) -> None:
+    """One person's bounce score, suspension and lists."""
+    from sqlalchemy import select
+
+    from mailgate import directory
+    from mailgate.bounces import lists_of
+    from mailgate.models import BounceState
+
+    with app.session() as session:
+        person = directory.get_person(session, email)
+        state = session.scalar(select(BounceState).where(BounceState.person_id == person.id))
+        data = (
+            _bounce_row(state, person)
+            if state
+            else {"email": person.primary_address, "score": 0, "suspended": False, "bounces": 0}
+        )
+        data["lists"] = lists_of(session, person.id)
+    if as_json:
+        emit_json(data)
+        return
+    print_table(f"Bounces of {email}", ["field", "value"], [[k, v] for k, v in data.items()])
+
+
+@bounces.command("reset")
+@click.argument("email")
+@pass_app
+def bounces_reset(app: App, email: str) -> None:
+    """Clear a person's bounce score and resume their delivery."""
+    from mailgate import directory
+    from mailgate.bounces import reset_bounces
+
+    with app.session() as session:
+        person = directory.get_person(session, email)
+        before = reset_bounces(session, person)
+        if before is None:
+            raise CLIError(f"{person.primary_address} has no bounces to reset")
+        directory.record(
+            session,
+            actor(),
+            "bounces.reset",
+            f"person:{person.primary_address}",
+            before,
+            {"score": 0.0, "suspended": False},
+        )
+    click.echo(f"reset bounces of {email.strip().lower()}; delivery resumed")
+
+
 # ------------------------------------------------------------------------ processes
 
 
@@ -608,7 +703,7 @@ def serve_cmd(app: App) -> None:
 
 @cli.command("worker")
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--queues", default="ingest,notices,maintenance", show_default=True)
+@click.option("--queues", default="ingest,outbound,notices,maintenance", show_default=True)
 @click.option("--loglevel", default="INFO", show_default=True)
 @pass_app
 def worker_cmd(app: App, concurrency: int, queues: str, loglevel: str) -> None:
@@ -793,7 +888,14 @@ def inbound_release(app: App, raw_id: int) -> None:
         row = _get_raw(session, raw_id)
         if row.status is not RawStatus.HELD:
             raise CLIError(f"inbound message {raw_id} is {row.status}, not held")
+        held_for = row.reason
         outcome = release_post(session, row, ctx)
+        if row.status is not RawStatus.PROCESSED:
+            # Only a held post can be released; a held command (a subscription awaiting
+            # its confirmation) stays held. Raising rolls back what release_post changed.
+            raise CLIError(
+                f"inbound message {raw_id} is held for {held_for}, not a post; nothing released"
+            )
         record(
             session,
             actor(),

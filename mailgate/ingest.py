@@ -147,7 +147,7 @@ def _handle_recipient(
     if recipient is None:
         return Outcome(shown, RawStatus.REJECTED, "unknown-recipient")
     if recipient.kind is AddressKind.BOUNCE:
-        return _handle_bounce(reading, shown)
+        return _handle_bounce(session, row, reading, shown, recipient.value, ctx)
     if kind is not MailClass.POST:
         # Automatic mail is never posted and never answered (LOOP-01/02, BNC-04).
         reason = "bounce-to-posting-address" if kind is MailClass.BOUNCE else reading.reason
@@ -359,15 +359,46 @@ def _reply_command(
     return Outcome(shown, RawStatus.PROCESSED, f"command-{command}", facts)
 
 
-def _handle_bounce(reading: Reading, shown: str) -> Outcome:
-    # Bounce scoring and suspension arrive with the outbound issue; the bounce is kept
-    # (raw bytes + parsed recipients) and never answered.
-    bounced = [
-        {"address": b.address, "permanent": b.permanent, "status": b.status}
-        for b in reading.classification.bounced
-    ]
-    reason = "bounce" if reading.classification.kind is MailClass.BOUNCE else reading.reason
-    return Outcome(shown, RawStatus.SUPPRESSED, reason, {"bounces": bounced})
+def _handle_bounce(
+    session: Session,
+    row: RawMessage,
+    reading: Reading,
+    shown: str,
+    token: str,
+    ctx: IngestContext,
+) -> Outcome:
+    """Mail to a VERP address: score the member's bounce (BNC-01..03); never answer it.
+
+    The VERP token names the delivery, so even a bounce that no parser understands still
+    identifies the member; it then counts as a soft failure.
+    """
+    bounced = reading.classification.bounced
+    facts: dict[str, Any] = {
+        "bounces": [
+            {"address": b.address, "permanent": b.permanent, "status": b.status} for b in bounced
+        ]
+    }
+    if reading.classification.kind not in (MailClass.BOUNCE, MailClass.POST):
+        # An auto-reply to our envelope sender (a vacation notice): not a failure.
+        return Outcome(shown, RawStatus.SUPPRESSED, reading.reason, facts)
+    try:
+        (delivery_id,) = read_token(ctx.secrets, TokenKind.BOUNCE, token)
+    except (TokenError, ValueError):
+        return Outcome(shown, RawStatus.SUPPRESSED, "bad-bounce-token", facts)
+    from mailgate.bounces import record_bounce
+
+    # Delay notices (4.x.x) count as soft bounces: their weight is small and they decay.
+    facts.update(
+        record_bounce(
+            session,
+            delivery_id,
+            permanent=any(b.permanent for b in bounced),
+            diagnostic=next((b.diagnostic for b in bounced if b.diagnostic), ""),
+            now=ctx.now(),
+            raw_id=row.id,
+        )
+    )
+    return Outcome(shown, RawStatus.SUPPRESSED, "bounce", facts)
 
 
 # ---------------------------------------------------------------- -request@ commands

@@ -126,6 +126,7 @@ class Person(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     department: Mapped[str] = mapped_column(String(200), default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    self_copy: Mapped[bool] = mapped_column(Boolean, default=False)  # get my own posts
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     addresses: Mapped[list[Address]] = relationship(
@@ -360,3 +361,54 @@ class StoredAttachment(Base):
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+# ---------------------------------------------------------------- outbound (migration 0003)
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for a send task (or for next_attempt_at)
+    SENDING = "sending"  # claimed by a worker until lease_until
+    SENT = "sent"  # the relay said 250
+    FAILED = "failed"  # permanent: 5xx, or retries exhausted
+
+
+class DeliveryRecord(Base):
+    """One member's copy of one post (DUR-04): unique per (post, person)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("post_id", "person_id"),
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(String(320))
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(String(400), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BounceState(Base):
+    """A person's decaying bounce score (BNC-03); suspended people get no mail."""
+
+    __tablename__ = "bounce_states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(
+        ForeignKey("people.id", ondelete="CASCADE"), unique=True
+    )
+    score: Mapped[float] = mapped_column(default=0.0)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_diagnostic: Mapped[str] = mapped_column(String(400), default="")
+    bounces: Mapped[int] = mapped_column(Integer, default=0)

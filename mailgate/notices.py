@@ -60,6 +60,8 @@ def notice_context(address: str, stored: dict[str, Any], domain: str) -> dict[st
         "sender": address,
         "subject": stored.get("subject", ""),
         "command": stored.get("command", ""),
+        "member": stored.get("member", ""),
+        "member_name": stored.get("member_name", ""),
         "mandatory": bool(stored.get("mandatory", False)),
         "help_address": command_address(slug, domain) if slug else f"postmaster@{domain}",
         "confirm_address": (

@@ -14,7 +14,7 @@ from celery import Celery
 
 from mailgate.settings import Settings, load_settings
 
-QUEUES = ("ingest", "notices", "maintenance")
+QUEUES = ("ingest", "outbound", "notices", "maintenance")
 SWEEP_SECONDS = 15.0
 VISIBILITY_TIMEOUT = 3600  # longer than any task run or retry delay (CEL-03)
 MAX_RETRY_DELAY = 600
@@ -37,6 +37,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "mailgate.ingest": {"queue": "ingest"},
             "mailgate.send_notice": {"queue": "notices"},
+            "mailgate.fanout": {"queue": "outbound"},
+            "mailgate.send": {"queue": "outbound"},
             "mailgate.sweep": {"queue": "maintenance"},
         },
         "beat_schedule": {

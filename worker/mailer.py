@@ -16,26 +16,15 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from mailgate.relay import Relay, SendResult, TransientRelayError
 
-class TransientRelayError(Exception):
-    """The relay could not take the message now; try again later."""
-
-
-@dataclass(frozen=True)
-class SendResult:
-    accepted: tuple[str, ...]
-    permanent: dict[str, str]  # recipient → reply, refused for good (5xx)
-    temporary: dict[str, str]  # recipient → reply, try again (4xx)
-
-
-class Mailer(Protocol):
-    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult: ...
+Mailer = Relay  # the name the worker uses for the relay adapters
+__all__ = ["MaildirMailer", "Mailer", "SendResult", "SmtpMailer", "TransientRelayError"]
 
 
 class MaildirMailer:
@@ -43,6 +32,10 @@ class MaildirMailer:
         self.path = path
         for sub in ("tmp", "new", "cur"):
             (path / sub).mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def open(self) -> Iterator[MaildirMailer]:
+        yield self
 
     def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
         for rcpt in recipients:
@@ -88,30 +81,57 @@ class SmtpMailer:
             raise TransientRelayError("relay does not offer STARTTLS")
         return client
 
-    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
+    @contextmanager
+    def open(self) -> Iterator[_SmtpConnection]:
+        """One connection (STARTTLS, AUTH once) for a batch of transactions."""
         try:
             client = self._connect()
+            if self.username and self.password:
+                client.login(self.username, self.password)
+        except smtplib.SMTPResponseException as exc:
+            raise TransientRelayError(f"{exc.smtp_code} at connect") from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransientRelayError(type(exc).__name__) from exc
+        try:
+            yield _SmtpConnection(client)
+        finally:
             try:
-                if self.username and self.password:
-                    client.login(self.username, self.password)
-                refused = client.sendmail(mail_from, list(recipients), message)
-            finally:
-                try:
-                    client.quit()
-                except smtplib.SMTPException:
-                    client.close()
+                client.quit()
+            except (OSError, smtplib.SMTPException):
+                client.close()
+
+    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
+        with self.open() as connection:
+            return connection.send(mail_from, recipients, message)
+
+
+class _SmtpConnection:
+    def __init__(self, client: smtplib.SMTP) -> None:
+        self.client = client
+
+    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
+        try:
+            refused = self.client.sendmail(mail_from, list(recipients), message)
         except smtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients
         except smtplib.SMTPResponseException as exc:
+            # MAIL FROM or DATA refused: 4xx → the whole message later, 5xx → for good.
+            self._reset()
             if 400 <= exc.smtp_code < 500:
-                raise TransientRelayError(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
-            return SendResult((), {r: f"{exc.smtp_code}" for r in recipients}, {})
+                raise TransientRelayError(f"{exc.smtp_code}") from exc
+            return SendResult((), {r: str(exc.smtp_code) for r in recipients}, {})
         except (OSError, smtplib.SMTPException) as exc:
             raise TransientRelayError(type(exc).__name__) from exc
-        permanent = {r: f"{c}" for r, (c, _) in refused.items() if c >= 500}
-        temporary = {r: f"{c}" for r, (c, _) in refused.items() if c < 500}
+        permanent = {r: str(code) for r, (code, _) in refused.items() if code >= 500}
+        temporary = {r: str(code) for r, (code, _) in refused.items() if code < 500}
         accepted = tuple(r for r in recipients if r not in refused)
         return SendResult(accepted, permanent, temporary)
+
+    def _reset(self) -> None:
+        try:
+            self.client.rset()
+        except (OSError, smtplib.SMTPException):
+            pass
 
 
 def make_mailer(relay_url: str) -> Mailer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy.exc import OperationalError
 
 from mailgate.db import unit_of_work
+from mailgate.delivery import BATCH_SIZE, SEND_TASK, due_deliveries, fan_out, send_batch
 from mailgate.ingest import run_ingest_batch
 from mailgate.notices import deliver_notice
 from mailgate.outbox import publish_outbox, requeue_stale_inbound
@@ -17,7 +18,7 @@ from worker import runtime
 from worker.app import MAX_RETRY_DELAY, app
 from worker.mailer import TransientRelayError
 
-KNOWN_TASKS = ("mailgate.ingest", "mailgate.send_notice")
+KNOWN_TASKS = ("mailgate.ingest", "mailgate.send_notice", "mailgate.fanout", "mailgate.send")
 RETRY = {
     "retry_backoff": True,
     "retry_backoff_max": MAX_RETRY_DELAY,
@@ -42,8 +43,33 @@ def send_notice(notice_id: int) -> None:
         deliver_notice(session, notice_id, runtime.mailer(), runtime.settings.domain)
 
 
+@app.task(name="mailgate.fanout", autoretry_for=(OperationalError,), **RETRY)
+def fanout(post_id: int) -> None:
+    """Delivery rows for a post, then its send tasks (through the outbox)."""
+    with unit_of_work(runtime.session_factory()) as session:
+        fan_out(session, post_id)
+    publish_outbox(runtime.session_factory(), runtime.publish, known_tasks=KNOWN_TASKS)
+
+
+@app.task(name="mailgate.send", autoretry_for=(OperationalError,), **RETRY)
+def send(delivery_ids: list[int]) -> None:
+    """One batch of copies over one relay connection; 4xx are rescheduled in the DB."""
+    send_batch(
+        runtime.session_factory(),
+        delivery_ids,
+        builder=runtime.copy_builder(),
+        relay=runtime.mailer(),
+        throttle=runtime.throttle(),
+    )
+
+
 @app.task(name="mailgate.sweep", autoretry_for=(OperationalError,), max_retries=1)
 def sweep() -> None:
+    """Re-publish whatever the database says is waiting: inbound never processed,
+    outbox rows never published, deliveries due for retry or with an expired lease."""
     factory = runtime.session_factory()
     requeue_stale_inbound(factory, runtime.publish)
     publish_outbox(factory, runtime.publish, known_tasks=KNOWN_TASKS)
+    due = due_deliveries(factory)
+    for start in range(0, len(due), BATCH_SIZE):
+        runtime.publish(SEND_TASK, [due[start : start + BATCH_SIZE]])

@@ -1,0 +1,367 @@
+"""Delivery: fan-out of a post into delivery rows, and sending those rows in batches.
+
+Input: a post id (fan-out); a batch of delivery ids (send), a relay port and a clock.
+Output: one ``deliveries`` row per (post, member) (DUR-04) and, for each, a final state:
+``sent``, ``failed`` (5xx or retries exhausted) or ``pending`` again with a
+``next_attempt_at`` (4xx, connection trouble; BNC-05). Long retry delays live in the
+database, not in the broker (CEL-03): the sweeper publishes rows that are due.
+
+Who receives a post is decided by memberships and preferences: every-message members
+of a list that the member may read (``mailgate.access.may_read``), not muted, not
+suspended for bounces, and the author only if they asked for their own posts.
+
+Sending claims rows first (pending → sending with a lease), so two workers never send
+the same row at once and a worker that dies mid-batch leaves rows whose lease expires
+and which the sweeper hands out again: at-least-once, duplicates at most the batch in
+flight (DUR-05); every copy of a post carries the same Message-ID so clients merge them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailgate import access
+from mailgate.db import unit_of_work
+from mailgate.models import (
+    Address,
+    BounceState,
+    Delivery,
+    DeliveryRecord,
+    DeliveryStatus,
+    Discussion,
+    MailingList,
+    Membership,
+    Mute,
+    OutboxEntry,
+    Person,
+    Post,
+    Role,
+    utcnow,
+)
+from mailgate.relay import Relay, TransientRelayError
+
+log = logging.getLogger("mailgate.delivery")
+
+SEND_TASK = "mailgate.send"
+BATCH_SIZE = 100  # copies per send task: one SMTP connection, one claim, one commit
+LEASE = timedelta(minutes=5)
+MAX_AGE = timedelta(days=4)  # give up on a temporarily failing copy (RFC 5321: 4-5 days)
+
+
+# ---------------------------------------------------------------- ports
+
+
+class CopyBuilder(Protocol):
+    """Builds each recipient's copy (``mailgate.copies`` in production)."""
+
+    def prepare(
+        self, post: Post, ml: MailingList, discussion: Discussion, author: Person | None
+    ) -> Any: ...
+
+    def render(self, prepared: Any, recipient: RecipientFacts) -> tuple[str, bytes]:
+        """(envelope sender, message bytes) for one recipient."""
+
+
+@dataclass(frozen=True)
+class RecipientFacts:
+    delivery_id: int
+    person_id: int
+    address: str
+    name: str
+    list_id: int
+
+
+# ---------------------------------------------------------------- fan-out
+
+
+def fan_out(session: Session, post_id: int, *, batch_size: int = BATCH_SIZE) -> int:
+    """Create delivery rows and send tasks for a post; idempotent. Returns new rows."""
+    post = session.get(Post, post_id)
+    if post is None:
+        raise LookupError(f"post {post_id} does not exist")
+    ml = session.get_one(MailingList, post.list_id)
+    if ml.archived_at is not None:
+        return 0
+    facts = access.ListFacts(ml.id, ml.visibility, ml.posting, ml.mandatory, False)
+    muted = exists().where(Mute.discussion_id == post.discussion_id, Mute.person_id == Person.id)
+    suspended = exists().where(
+        BounceState.person_id == Person.id, BounceState.suspended_at.is_not(None)
+    )
+    # Authors get their own posts only if they asked to (a member preference).
+    author_rule = (
+        [or_(Person.id != post.author_id, Person.self_copy.is_(True))]
+        if post.author_id is not None
+        else []
+    )
+    rows = session.execute(
+        select(Person.id, Person.active, Membership.role, Address.email)
+        .join(Membership, Membership.person_id == Person.id)
+        .join(Address, and_(Address.person_id == Person.id, Address.is_primary.is_(True)))
+        .where(
+            Membership.list_id == ml.id,
+            Membership.delivery == Delivery.EVERY,
+            Person.active.is_(True),
+            ~muted,
+            ~suspended,
+            *author_rule,
+        )
+        .order_by(Person.id)
+    ).all()
+    values = [
+        {
+            "post_id": post.id,
+            "person_id": person_id,
+            "list_id": ml.id,
+            "address": address,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "last_error": "",
+            "created_at": utcnow(),
+        }
+        for person_id, active, role, address in rows
+        # The one place that decides reading also decides who gets a copy (PRIV-01).
+        if access.may_read(facts, access.Viewer(person_id, active, Role(role)))
+    ]
+    created = 0
+    if values:
+        created = _insert_ignoring_duplicates(session, DeliveryRecord, values)
+    pending = session.scalars(
+        select(DeliveryRecord.id)
+        .where(DeliveryRecord.post_id == post.id, DeliveryRecord.status == DeliveryStatus.PENDING)
+        .order_by(DeliveryRecord.id)
+    ).all()
+    outbox = [
+        {
+            "key": f"send:{post.id}:{chunk[0]}",
+            "task": SEND_TASK,
+            "args": [list(chunk)],
+            "created_at": utcnow(),
+        }
+        for chunk in (pending[i : i + batch_size] for i in range(0, len(pending), batch_size))
+    ]
+    if outbox:
+        _insert_ignoring_duplicates(session, OutboxEntry, outbox)
+    return created
+
+
+def _insert_ignoring_duplicates(session: Session, model: Any, values: list[dict[str, Any]]) -> int:
+    """INSERT … ON CONFLICT DO NOTHING on both engines; returns rows inserted."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        statement: Any = postgresql.insert(model).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects import sqlite
+
+        statement = sqlite.insert(model).on_conflict_do_nothing()
+    result = session.execute(statement, values)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# ---------------------------------------------------------------- claiming and marking
+
+
+def claim(session: Session, delivery_ids: Sequence[int], now: datetime) -> list[int]:
+    """pending (and due) or sending-with-expired-lease → sending; returns claimed ids."""
+    claimable = or_(
+        and_(
+            DeliveryRecord.status == DeliveryStatus.PENDING,
+            or_(DeliveryRecord.next_attempt_at.is_(None), DeliveryRecord.next_attempt_at <= now),
+        ),
+        and_(DeliveryRecord.status == DeliveryStatus.SENDING, DeliveryRecord.lease_until < now),
+    )
+    claimed = session.scalars(
+        update(DeliveryRecord)
+        .where(DeliveryRecord.id.in_(list(delivery_ids)), claimable)
+        .values(
+            status=DeliveryStatus.SENDING,
+            lease_until=now + LEASE,
+            attempts=DeliveryRecord.attempts + 1,
+        )
+        .returning(DeliveryRecord.id)
+    ).all()
+    return sorted(claimed)
+
+
+def retry_delay(attempts: int, rng: random.Random | None = None) -> timedelta:
+    """Exponential backoff with full jitter: 5 min doubling to a 1 h cap (BNC-05)."""
+    base = min(300 * 2 ** max(0, attempts - 1), 3600)
+    return timedelta(seconds=(rng or random).uniform(base / 2, base))
+
+
+@dataclass
+class SendReport:
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+
+
+def send_batch(
+    factory: sessionmaker[Session],
+    delivery_ids: Sequence[int],
+    *,
+    builder: CopyBuilder,
+    relay: Relay,
+    now: Callable[[], datetime] = utcnow,
+    throttle: Callable[[], None] | None = None,
+) -> SendReport:
+    """Claim, render and send one batch over one relay connection; record each outcome.
+
+    No database transaction is open while we talk to the relay: claim and load in one,
+    send, then record the outcomes in another. A crash in between leaves rows in
+    ``sending`` whose lease expires (the sweeper re-sends them).
+    """
+    stamp = now()
+    with unit_of_work(factory) as session:
+        claimed = claim(session, delivery_ids, stamp)
+        if not claimed:
+            return SendReport()
+        rows = session.execute(
+            select(
+                DeliveryRecord.id,
+                DeliveryRecord.person_id,
+                DeliveryRecord.address,
+                DeliveryRecord.list_id,
+                DeliveryRecord.post_id,
+                DeliveryRecord.attempts,
+                DeliveryRecord.created_at,
+                Person.name,
+            )
+            .join(Person, Person.id == DeliveryRecord.person_id)
+            .where(DeliveryRecord.id.in_(claimed))
+            .order_by(DeliveryRecord.id)
+        ).all()
+        prepared: dict[int, Any] = {}
+        for post_id in {r.post_id for r in rows}:
+            post = session.get_one(Post, post_id)
+            author = session.get(Person, post.author_id) if post.author_id else None
+            prepared[post_id] = builder.prepare(
+                post,
+                session.get_one(MailingList, post.list_id),
+                session.get_one(Discussion, post.discussion_id),
+                author,
+            )
+    outcomes: dict[int, tuple[DeliveryStatus, str]] = {}
+    try:
+        with relay.open() as connection:
+            for r in rows:
+                if throttle is not None:
+                    throttle()
+                sender, data = builder.render(
+                    prepared[r.post_id],
+                    RecipientFacts(r.id, r.person_id, r.address, r.name, r.list_id),
+                )
+                result = connection.send(sender, [r.address], data)
+                if r.address in result.permanent:
+                    outcomes[r.id] = (DeliveryStatus.FAILED, result.permanent[r.address])
+                elif r.address in result.temporary:
+                    outcomes[r.id] = (DeliveryStatus.PENDING, result.temporary[r.address])
+                else:
+                    outcomes[r.id] = (DeliveryStatus.SENT, "")
+    except TransientRelayError as exc:
+        log.warning("relay unavailable (%s); %d copies deferred", exc, len(rows) - len(outcomes))
+        for r in rows:
+            outcomes.setdefault(r.id, (DeliveryStatus.PENDING, f"relay: {exc}"[:400]))
+    return _record(factory, rows, outcomes, stamp)
+
+
+def _record(
+    factory: sessionmaker[Session],
+    rows: Sequence[Any],
+    outcomes: dict[int, tuple[DeliveryStatus, str]],
+    stamp: datetime,
+) -> SendReport:
+    report = SendReport()
+    sent = [r.id for r in rows if outcomes[r.id][0] is DeliveryStatus.SENT]
+    with unit_of_work(factory) as session:
+        if sent:
+            session.execute(
+                update(DeliveryRecord)
+                .where(DeliveryRecord.id.in_(sent))
+                .values(status=DeliveryStatus.SENT, sent_at=stamp, lease_until=None)
+            )
+        report.sent = len(sent)
+        for r in rows:
+            status, error = outcomes[r.id]
+            if status is DeliveryStatus.SENT:
+                continue
+            values: dict[str, Any] = {"last_error": error[:400], "lease_until": None}
+            if status is DeliveryStatus.PENDING and stamp - r.created_at < MAX_AGE:
+                values.update(status=status, next_attempt_at=stamp + retry_delay(r.attempts))
+                report.deferred += 1
+            else:
+                values.update(status=DeliveryStatus.FAILED)
+                report.failed += 1
+            session.execute(
+                update(DeliveryRecord).where(DeliveryRecord.id == r.id).values(**values)
+            )
+    return report
+
+
+def due_deliveries(
+    factory: sessionmaker[Session],
+    *,
+    now: datetime | None = None,
+    stale_after: timedelta = timedelta(seconds=60),
+    limit: int = 5000,
+) -> list[int]:
+    """Rows a send task should (re)try now: deferred rows that are due, rows whose
+    lease expired, and pending rows whose task seems lost."""
+    stamp = now or utcnow()
+    with unit_of_work(factory) as session:
+        return list(
+            session.scalars(
+                select(DeliveryRecord.id)
+                .where(
+                    or_(
+                        and_(
+                            DeliveryRecord.status == DeliveryStatus.PENDING,
+                            DeliveryRecord.next_attempt_at <= stamp,
+                        ),
+                        and_(
+                            DeliveryRecord.status == DeliveryStatus.PENDING,
+                            DeliveryRecord.next_attempt_at.is_(None),
+                            DeliveryRecord.created_at < stamp - stale_after,
+                        ),
+                        and_(
+                            DeliveryRecord.status == DeliveryStatus.SENDING,
+                            DeliveryRecord.lease_until < stamp,
+                        ),
+                    )
+                )
+                .order_by(DeliveryRecord.id)
+                .limit(limit)
+            )
+        )
+
+
+class Throttle:
+    """At most ``rate`` copies per second towards the relay, per process (LIM-07)."""
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.clock, self.sleep = clock, sleep
+        self.next_at = 0.0
+
+    def __call__(self) -> None:
+        if not self.interval:
+            return
+        now = self.clock()
+        if now < self.next_at:
+            self.sleep(self.next_at - now)
+            now = self.next_at
+        self.next_at = max(self.next_at, now) + self.interval
