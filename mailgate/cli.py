@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 
 
 class CLIError(click.ClickException):
-    """A one-line error for the terminal (exit code 1)."""
+    """A one-line error for the terminal (exit code 1), worded like every other error."""
 
-    def format_message(self) -> str:
-        return self.message
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
 @dataclass
