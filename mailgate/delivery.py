@@ -30,6 +30,15 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgate import access
+from mailgate.copies import (
+    CopySettings,
+    PostSource,
+    PreparedPost,
+    Recipient,
+    envelope_sender,
+    prepare_post,
+    render_copy,
+)
 from mailgate.db import unit_of_work
 from mailgate.models import (
     Address,
@@ -44,10 +53,12 @@ from mailgate.models import (
     OutboxEntry,
     Person,
     Post,
+    PostingPolicy,
     Role,
     utcnow,
 )
 from mailgate.relay import Relay, TransientRelayError
+from mailgate.tokens import TokenKind, make_token
 
 log = logging.getLogger("mailgate.delivery")
 
@@ -61,11 +72,9 @@ MAX_AGE = timedelta(days=4)  # give up on a temporarily failing copy (RFC 5321: 
 
 
 class CopyBuilder(Protocol):
-    """Builds each recipient's copy (``mailgate.copies`` in production)."""
+    """Builds each recipient's copy (:class:`TokenCopyBuilder` over ``mailgate.copies``)."""
 
-    def prepare(
-        self, post: Post, ml: MailingList, discussion: Discussion, author: Person | None
-    ) -> Any: ...
+    def prepare(self, source: PostSource, discussion_id: int) -> Any: ...
 
     def render(self, prepared: Any, recipient: RecipientFacts) -> tuple[str, bytes]:
         """(envelope sender, message bytes) for one recipient."""
@@ -78,6 +87,72 @@ class RecipientFacts:
     address: str
     name: str
     list_id: int
+
+
+class TokenCopyBuilder:
+    """The production :class:`CopyBuilder`: ``mailgate.copies`` plus signed tokens.
+
+    Each copy carries that member's reply token (person, discussion), a VERP token
+    naming the delivery row (BNC-01) and an unsubscribe token (person, list).
+    """
+
+    def __init__(self, settings: CopySettings, secret: str) -> None:
+        self.settings = settings
+        self.secret = secret
+
+    def prepare(self, source: PostSource, discussion_id: int) -> tuple[int, PreparedPost]:
+        return discussion_id, prepare_post(source, self.settings)
+
+    def render(
+        self, prepared: tuple[int, PreparedPost], recipient: RecipientFacts
+    ) -> tuple[str, bytes]:
+        discussion_id, post = prepared
+        copy_recipient = Recipient(
+            address=recipient.address,
+            name=recipient.name,
+            reply_token=make_token(
+                self.secret, TokenKind.REPLY, recipient.person_id, discussion_id
+            ),
+            verp_token=make_token(self.secret, TokenKind.BOUNCE, recipient.delivery_id),
+            unsubscribe_token=make_token(
+                self.secret, TokenKind.UNSUBSCRIBE, recipient.person_id, recipient.list_id
+            ),
+        )
+        return envelope_sender(post, copy_recipient), render_copy(post, copy_recipient)
+
+
+def post_source(session: Session, post_id: int) -> tuple[PostSource, int]:
+    """What the copy builder needs to know about a stored post, and its discussion id
+    (which goes into each member's reply token)."""
+    post = session.get_one(Post, post_id)
+    ml = session.get_one(MailingList, post.list_id)
+    discussion = session.get_one(Discussion, post.discussion_id)
+    author = session.get(Person, post.author_id) if post.author_id else None
+    # THR-01: References = the parent chain, oldest first (bounded: copies trim it anyway).
+    chain: list[str] = []
+    parent_id = post.parent_id
+    while parent_id is not None and len(chain) < 50:
+        parent = session.get_one(Post, parent_id)
+        chain.append(parent.message_id)
+        parent_id = parent.parent_id
+    chain.reverse()
+    return PostSource(
+        post_id=post.id,
+        message_id=post.message_id,
+        parent_message_id=chain[-1] if chain else None,
+        references=tuple(chain[:-1]),
+        subject=post.subject or discussion.subject,
+        text=post.text,
+        author_name=author.name if author else "",
+        author_address=author.primary_address if author else "",
+        created_at=post.created_at,
+        list_slug=ml.slug,
+        list_name=ml.name,
+        list_description=ml.description,
+        announce_only=ml.posting is PostingPolicy.ANNOUNCE,
+        mandatory=ml.mandatory,
+        discussion_subject=discussion.subject,
+    ), discussion.id
 
 
 # ---------------------------------------------------------------- fan-out
@@ -240,16 +315,10 @@ def send_batch(
             .where(DeliveryRecord.id.in_(claimed))
             .order_by(DeliveryRecord.id)
         ).all()
-        prepared: dict[int, Any] = {}
-        for post_id in {r.post_id for r in rows}:
-            post = session.get_one(Post, post_id)
-            author = session.get(Person, post.author_id) if post.author_id else None
-            prepared[post_id] = builder.prepare(
-                post,
-                session.get_one(MailingList, post.list_id),
-                session.get_one(Discussion, post.discussion_id),
-                author,
-            )
+        prepared = {
+            post_id: builder.prepare(*post_source(session, post_id))
+            for post_id in {r.post_id for r in rows}
+        }
     outcomes: dict[int, tuple[DeliveryStatus, str]] = {}
     try:
         with relay.open() as connection:

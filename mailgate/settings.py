@@ -46,6 +46,9 @@ class Settings:
     max_recipients: int
     max_received_headers: int
     http_port: int
+    dkim_key_file: Path | None = None  # PEM, 0600; signs outbound copies when set
+    dkim_selector: str = "mailgate"
+    relay_rate: float = 0.0  # copies per second per worker process; 0 = no limit (LIM-07)
     verify_dkim: bool = True  # look up DKIM keys in DNS for privileged posts (SPOOF-03)
     authres_hops: int = 1  # Received fields above which trusted A-R may sit (SPOOF-02)
     failpoint: str = ""  # crash-test hook: "after-commit" kills the gateway before its 250
@@ -130,6 +133,20 @@ def load_secret(var_dir: Path) -> str:
     return secret
 
 
+def _key_file(value: str | None) -> Path | None:
+    """A private key file must exist and be readable by its owner only (PRIV-07)."""
+    if not value:
+        return None
+    path = Path(value)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        raise SettingsError(f"MAILGATE_DKIM_KEY_FILE: cannot read {path}") from None
+    if mode & 0o077:
+        raise SettingsError(f"MAILGATE_DKIM_KEY_FILE: {path} is readable by others (chmod 600)")
+    return path
+
+
 def _check_relay(url: str) -> str:
     scheme = url.split(":", 1)[0]
     if scheme not in {"smtp", "smtps", "maildir"}:
@@ -183,6 +200,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_recipients=_int(env, "MAILGATE_MAX_RECIPIENTS", 100, 1, 10_000),
         max_received_headers=_int(env, "MAILGATE_MAX_RECEIVED", 50, 5, 500),
         http_port=_int(env, "MAILGATE_HTTP_PORT", 8025, 0, 65535),
+        dkim_key_file=_key_file(env.get("MAILGATE_DKIM_KEY_FILE")),
+        dkim_selector=env.get("MAILGATE_DKIM_SELECTOR", "mailgate"),
+        relay_rate=float(_int(env, "MAILGATE_RELAY_RATE", 0, 0, 1_000_000)),
         verify_dkim=env.get("MAILGATE_VERIFY_DKIM", "yes").lower() not in {"no", "0", "false"},
         authres_hops=_int(env, "MAILGATE_AUTHRES_HOPS", 1, 1, 20),
         failpoint=env.get("MAILGATE_FAILPOINT", ""),

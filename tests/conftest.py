@@ -263,3 +263,60 @@ def directory(session_factory):  # type: ignore[no-untyped-def]
                 return d.get_person(s, email).id
 
     return Directory()
+
+
+# ---------------------------------------------------------------- the company's relay
+
+
+@dataclass
+class SinkMessage:
+    mail_from: str
+    rcpt_to: list[str]
+    data: bytes
+
+
+class SinkHandler:
+    """A recording relay (CHECKLIST "relay"): an aiosmtpd server on 127.0.0.1 that keeps
+    what it accepts and can be told to refuse RCPTs or DATA with chosen replies."""
+
+    def __init__(self) -> None:
+        self.messages: list[SinkMessage] = []
+        self.rcpt_replies: dict[str, str] = {}  # address → reply, e.g. "550 5.1.1 no"
+        self.rcpt_once: dict[str, str] = {}  # reply once, then accept
+        self.data_replies: list[str] = []  # replies for the next DATA commands, in order
+        self.connections = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
+        self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
+        if address in self.rcpt_once:
+            return self.rcpt_once.pop(address)
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        self.messages.append(
+            SinkMessage(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
+        return "250 OK"
+
+
+@pytest.fixture
+def relay_sink():  # type: ignore[no-untyped-def]
+    from aiosmtpd.controller import Controller
+
+    handler = SinkHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    handler.url = f"smtp://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    handler.port = port  # type: ignore[attr-defined]
+    yield handler
+    controller.stop()

@@ -12,7 +12,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailgate.copies import CopySettings, DkimKey
 from mailgate.db import make_engine, make_sessionmaker
+from mailgate.delivery import Throttle, TokenCopyBuilder
 from mailgate.ingest import IngestContext
 from worker.app import app, settings
 from worker.mailer import Mailer, make_mailer
@@ -45,6 +47,26 @@ def ingest_context() -> IngestContext:
         received_above=settings.authres_hops,
         dnsfunc=dns_txt if settings.verify_dkim else None,
     )
+
+
+@lru_cache(maxsize=1)
+def copy_builder() -> TokenCopyBuilder:
+    dkim = None
+    if settings.dkim_key_file is not None:
+        dkim = DkimKey(
+            selector=settings.dkim_selector,
+            domain=settings.domain,
+            private_key=settings.dkim_key_file.read_bytes(),
+        )
+    return TokenCopyBuilder(
+        CopySettings(domain=settings.domain, base_url=settings.base_url, dkim=dkim),
+        settings.secret_key,
+    )
+
+
+@lru_cache(maxsize=1)
+def throttle() -> Throttle:
+    return Throttle(settings.relay_rate)
 
 
 def publish(task: str, args: Sequence[Any]) -> None:
