@@ -739,6 +739,19 @@ def run_cmd(app: App, concurrency: int) -> None:
     raise SystemExit(run_all(app.settings, concurrency=concurrency))
 
 
+@cli.command("sweep")
+@json_option
+def sweep_cmd(as_json: bool) -> None:
+    """Run the sweeper once now: re-queue stored work the broker does not have."""
+    from worker.tasks import sweep_once
+
+    counts = sweep_once()
+    if as_json:
+        emit_json(counts)
+        return
+    click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
 # ------------------------------------------------------------------------ inspect
 
 

@@ -245,7 +245,9 @@ def _insert_ignoring_duplicates(session: Session, model: Any, values: list[dict[
 # ---------------------------------------------------------------- claiming and marking
 
 
-def claim(session: Session, delivery_ids: Sequence[int], now: datetime) -> list[int]:
+def claim(
+    session: Session, delivery_ids: Sequence[int], now: datetime, lease: timedelta = LEASE
+) -> list[int]:
     """pending (and due) or sending-with-expired-lease → sending; returns claimed ids."""
     claimable = or_(
         and_(
@@ -259,7 +261,7 @@ def claim(session: Session, delivery_ids: Sequence[int], now: datetime) -> list[
         .where(DeliveryRecord.id.in_(list(delivery_ids)), claimable)
         .values(
             status=DeliveryStatus.SENDING,
-            lease_until=now + LEASE,
+            lease_until=now + lease,
             attempts=DeliveryRecord.attempts + 1,
         )
         .returning(DeliveryRecord.id)
@@ -288,6 +290,7 @@ def send_batch(
     relay: Relay,
     now: Callable[[], datetime] = utcnow,
     throttle: Callable[[], None] | None = None,
+    lease: timedelta = LEASE,
 ) -> SendReport:
     """Claim, render and send one batch over one relay connection; record each outcome.
 
@@ -297,7 +300,7 @@ def send_batch(
     """
     stamp = now()
     with unit_of_work(factory) as session:
-        claimed = claim(session, delivery_ids, stamp)
+        claimed = claim(session, delivery_ids, stamp, lease)
         if not claimed:
             return SendReport()
         rows = session.execute(

@@ -61,12 +61,22 @@ def serve(settings: Settings, *, ready: threading.Event | None = None) -> None:
     print(
         f"mailgate: SMTP gateway listening on {settings.smtp_host}:{settings.smtp_port}", flush=True
     )
+    http = None
+    if settings.base_url:
+        # RFC 8058 one-click unsubscribe, served beside the gateway when links exist.
+        from mailgate.unsubscribe_http import make_app, make_server, unsubscribe_in_db
+
+        app = make_app(secrets=(settings.secret_key,), unsubscribe=unsubscribe_in_db(factory))
+        http = make_server(app, settings.smtp_host, settings.http_port)
+        print(f"mailgate: one-click unsubscribe on {settings.smtp_host}:{http.port}", flush=True)
     if ready is not None:
         ready.set()
     try:
         stop.wait()
     finally:
         controller.stop()
+        if http is not None:
+            http.shutdown()
 
 
 def worker(settings: Settings, concurrency: int, queues: str, loglevel: str) -> None:

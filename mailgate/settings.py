@@ -48,6 +48,7 @@ class Settings:
     http_port: int
     dkim_key_file: Path | None = None  # PEM, 0600; signs outbound copies when set
     dkim_selector: str = "mailgate"
+    send_lease_seconds: int = 300  # how long a claimed batch is a worker's (DUR-04)
     relay_rate: float = 0.0  # copies per second per worker process; 0 = no limit (LIM-07)
     verify_dkim: bool = True  # look up DKIM keys in DNS for privileged posts (SPOOF-03)
     authres_hops: int = 1  # Received fields above which trusted A-R may sit (SPOOF-02)
@@ -202,6 +203,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         http_port=_int(env, "MAILGATE_HTTP_PORT", 8025, 0, 65535),
         dkim_key_file=_key_file(env.get("MAILGATE_DKIM_KEY_FILE")),
         dkim_selector=env.get("MAILGATE_DKIM_SELECTOR", "mailgate"),
+        send_lease_seconds=_int(env, "MAILGATE_SEND_LEASE", 300, 1, 3600),
         relay_rate=float(_int(env, "MAILGATE_RELAY_RATE", 0, 0, 1_000_000)),
         verify_dkim=env.get("MAILGATE_VERIFY_DKIM", "yes").lower() not in {"no", "0", "false"},
         authres_hops=_int(env, "MAILGATE_AUTHRES_HOPS", 1, 1, 20),

@@ -285,6 +285,7 @@ class SinkHandler:
         self.rcpt_once: dict[str, str] = {}  # reply once, then accept
         self.data_replies: list[str] = []  # replies for the next DATA commands, in order
         self.connections = 0
+        self.delay = 0.0  # seconds to wait before answering each DATA (a slow relay)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
         self.connections += 1
@@ -300,6 +301,10 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        if self.delay:
+            import asyncio
+
+            await asyncio.sleep(self.delay)
         if self.data_replies:
             return self.data_replies.pop(0)
         self.messages.append(

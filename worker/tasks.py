@@ -7,6 +7,8 @@ timeout (CEL-03, CEL-05). Everything else is the service's to record.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy.exc import OperationalError
 
 from mailgate.db import unit_of_work
@@ -60,16 +62,22 @@ def send(delivery_ids: list[int]) -> None:
         builder=runtime.copy_builder(),
         relay=runtime.mailer(),
         throttle=runtime.throttle(),
+        lease=timedelta(seconds=runtime.settings.send_lease_seconds),
     )
 
 
 @app.task(name="mailgate.sweep", autoretry_for=(OperationalError,), max_retries=1)
 def sweep() -> None:
+    sweep_once()
+
+
+def sweep_once() -> dict[str, int]:
     """Re-publish whatever the database says is waiting: inbound never processed,
     outbox rows never published, deliveries due for retry or with an expired lease."""
     factory = runtime.session_factory()
-    requeue_stale_inbound(factory, runtime.publish)
-    publish_outbox(factory, runtime.publish, known_tasks=KNOWN_TASKS)
+    inbound = requeue_stale_inbound(factory, runtime.publish)
+    outbox = publish_outbox(factory, runtime.publish, known_tasks=KNOWN_TASKS)
     due = due_deliveries(factory)
     for start in range(0, len(due), BATCH_SIZE):
         runtime.publish(SEND_TASK, [due[start : start + BATCH_SIZE]])
+    return {"inbound": inbound, "outbox": outbox, "deliveries": len(due)}
