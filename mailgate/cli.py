@@ -490,6 +490,9 @@ def people_show(app: App, email: str, as_json: bool) -> None:
 @click.option("--timezone")
 @click.option("--department")
 @click.option("--add-address", help="Another address that belongs to this person.")
+@click.option(
+    "--self-copy/--no-self-copy", default=None, help="Whether they get copies of their own posts."
+)
 @pass_app
 def people_update(
     app: App,
@@ -498,14 +501,21 @@ def people_update(
     timezone: str | None,
     department: str | None,
     add_address: str | None,
+    self_copy: bool | None,
 ) -> None:
-    """Change a person's name, timezone or department, or add an address."""
+    """Change a person's name, timezone, department or preferences, or add an address."""
     from mailgate import directory
 
     with app.session() as session:
         directory.get_person(session, email)
         directory.ensure_person(
-            session, actor(), email, name=name, timezone=timezone, department=department
+            session,
+            actor(),
+            email,
+            name=name,
+            timezone=timezone,
+            department=department,
+            self_copy=self_copy,
         )
         if add_address:
             directory.add_address(session, actor(), email, add_address)

@@ -130,6 +130,7 @@ def person_snapshot(person: Person) -> dict[str, Any]:
         "timezone": person.timezone,
         "department": person.department,
         "active": person.active,
+        "self_copy": person.self_copy,
     }
 
 
@@ -266,6 +267,7 @@ def ensure_person(
     name: str | None = None,
     timezone: str | None = None,
     department: str | None = None,
+    self_copy: bool | None = None,
 ) -> tuple[Person, bool]:
     """The person owning ``email``, created or updated with the given details."""
     email = normalize_email(email)
@@ -285,6 +287,8 @@ def ensure_person(
         person.timezone = timezone
     if department is not None:
         person.department = department.strip()
+    if self_copy is not None:
+        person.self_copy = self_copy
     after = person_snapshot(person)
     if after != before:
         record(session, actor, "person.update", f"person:{email}", before, after)

@@ -325,9 +325,12 @@ def test_people_update_and_extra_addresses(eng) -> None:  # type: ignore[no-unty
     person = as_json(eng("people", "show", "ann.other@corp.example", "--json"))
     assert person["addresses"] == ["ann@corp.example", "ann.other@corp.example"]
     assert (person["timezone"], person["department"]) == ("Pacific/Kiritimati", "Research")
+    assert person["self_copy"] is False
+    assert eng("people", "update", "ann@corp.example", "--self-copy").exit_code == 0
+    assert as_json(eng("people", "show", "ann@corp.example", "--json"))["self_copy"] is True
     taken = eng("people", "update", "ann@corp.example", "--add-address", "ann@corp.example")
     assert taken.exit_code == 1 and "already belongs to someone" in taken.stderr
     ghost = eng("people", "update", "ghost@corp.example", "--name", "G")
     assert ghost.exit_code == 1 and "no person with address" in ghost.stderr
     actions = [e["action"] for e in as_json(eng("audit", "--json"))]
-    assert actions[:2] == ["person.address-add", "person.update"]
+    assert actions[:3] == ["person.update", "person.address-add", "person.update"]

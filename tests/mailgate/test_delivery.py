@@ -204,3 +204,24 @@ def test_throttle_spaces_copies() -> None:
     for _ in range(21):
         throttle()
     assert now[0] == pytest.approx(2.0)  # 21 copies at 10/s take 2 s
+
+
+def test_relay_4xx_at_data_defers_and_the_retry_delivers(  # type: ignore[no-untyped-def]
+    posted, session_factory, relay_sink
+) -> None:
+    relay_sink.data_replies = ["451 4.3.0 queue full"]  # the first DATA only
+    with unit_of_work(session_factory) as s:
+        fan_out(s, posted)
+    ids = [r.id for r in delivery_rows(session_factory)]
+    first = send_batch(session_factory, ids, builder=builder(), relay=SmtpMailer(relay_sink.url))
+    assert (first.sent, first.deferred) == (0, 5)  # the batch stops at the relay's 4xx
+    later = utcnow() + timedelta(hours=2)
+    retry = send_batch(
+        session_factory,
+        due_deliveries(session_factory, now=later),
+        builder=builder(),
+        relay=SmtpMailer(relay_sink.url),
+        now=lambda: later,
+    )
+    assert retry.sent == 5 and len(relay_sink.messages) == 5
+    assert {r.attempts for r in delivery_rows(session_factory)} == {2}
