@@ -7,7 +7,8 @@ address is for. Kinds:
 - ``eng-request@DOMAIN`` — the list's command address;
 - ``reply+TOKEN@DOMAIN`` — one member's reply address for one discussion;
 - ``bounces+TOKEN@DOMAIN`` — a VERP bounce address for one delivery;
-- ``confirm+TOKEN@DOMAIN`` — where a member answers a confirmation request.
+- ``confirm+TOKEN@DOMAIN`` — where a member answers a confirmation request;
+- ``digest+TOKEN@DOMAIN`` — where a member replies to their digest with commands.
 
 Tokens are opaque; their meaning lives in the database (``mailgate.tokens``). This module
 only knows their shape, so a malformed token is refused at RCPT without a lookup.
@@ -45,6 +46,7 @@ class AddressKind(enum.StrEnum):
     REPLY = "reply"
     BOUNCE = "bounce"
     CONFIRM = "confirm"  # confirm+TOKEN@: the answer to a confirmation request
+    DIGEST = "digest"  # digest+TOKEN@: a reply to a member's digest (commands)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ def decode_recipient(address: str, domain: str) -> Recipient | None:
             return Recipient(AddressKind.BOUNCE, token)
         if base.lower() == "confirm":
             return Recipient(AddressKind.CONFIRM, token)
+        if base.lower() == "digest":
+            return Recipient(AddressKind.DIGEST, token)
         return None
     local = local.lower()
     if local.endswith(COMMAND_SUFFIX):
@@ -115,6 +119,10 @@ def bounce_address(token: str, domain: str) -> str:
 
 def confirm_address(token: str, domain: str) -> str:
     return f"confirm+{token}@{domain}"
+
+
+def digest_address(token: str, domain: str) -> str:
+    return f"digest+{token}@{domain}"
 
 
 def redact_address(address: str) -> str:

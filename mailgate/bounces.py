@@ -28,6 +28,8 @@ from mailgate.models import (
     Role,
 )
 
+BOUNCED_MARK = "bounced: "
+
 
 def record_bounce(
     session: Session,
@@ -38,9 +40,13 @@ def record_bounce(
     now: datetime,
     raw_id: int | None = None,
 ) -> dict[str, Any]:
-    delivery = session.get(DeliveryRecord, delivery_id)
+    delivery = session.get(DeliveryRecord, delivery_id, with_for_update=True)
     if delivery is None:
         return {"delivery": delivery_id, "outcome": "unknown-delivery"}
+    if delivery.last_error.startswith(BOUNCED_MARK):
+        # One failed copy counts once, however often its DSN is repeated.
+        return {"delivery": delivery_id, "outcome": "already-counted"}
+    delivery.last_error = f"{BOUNCED_MARK}{diagnostic}"[:400]
     state = session.scalar(
         select(BounceState).where(BounceState.person_id == delivery.person_id).with_for_update()
     )
@@ -101,13 +107,12 @@ def _tell_about_suspension(
 
 
 def suspended_people(session: Session) -> list[tuple[BounceState, Person]]:
-    return list(
-        session.execute(
-            select(BounceState, Person)
-            .join(Person, Person.id == BounceState.person_id)
-            .order_by(BounceState.score.desc())
-        ).tuples()
+    rows = session.execute(
+        select(BounceState, Person)
+        .join(Person, Person.id == BounceState.person_id)
+        .order_by(BounceState.score.desc())
     )
+    return [(state, person) for state, person in rows]
 
 
 def reset_bounces(session: Session, person: Person) -> dict[str, Any] | None:

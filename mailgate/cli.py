@@ -699,6 +699,102 @@ def bounces_reset(app: App, email: str) -> None:
     click.echo(f"reset bounces of {email.strip().lower()}; delivery resumed")
 
 
+# ------------------------------------------------------------------------ digests
+
+
+@cli.group()
+def digest() -> None:
+    """Daily digests: preview one member's, or run the scheduler step by hand."""
+
+
+@digest.command("preview")
+@click.argument("email")
+@click.option("--date", "day", help="Local date (YYYY-MM-DD); default: the member's today.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Write the HTML here.")
+@json_option
+@pass_app
+def digest_preview(
+    app: App, email: str, day: str | None, html_file: str | None, as_json: bool
+) -> None:
+    """The plan for EMAIL's digest: each item, why it was chosen, and what was left out."""
+    import datetime as dt
+    import zoneinfo
+
+    from digests.sending import DigestMail, compose_for, preview
+    from mailgate import directory
+    from mailgate.models import utcnow
+
+    now = utcnow()
+    with app.session() as session:
+        person = directory.get_person(session, email)
+        try:
+            zone = zoneinfo.ZoneInfo(person.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            zone = zoneinfo.ZoneInfo("UTC")
+        try:
+            local = dt.date.fromisoformat(day) if day else now.astimezone(zone).date()
+        except ValueError:
+            raise CLIError(f"invalid --date {day!r}: use YYYY-MM-DD") from None
+        plan, row = preview(session, person.id, local, now)
+        if html_file:
+            settings = app.settings
+            mail = DigestMail(settings.domain, settings.secret_key, settings.base_url)
+            raw = compose_for(plan, row, mail, (person.primary_address, person.name), None)
+            Path(html_file).write_text(html_part(raw), encoding="utf-8")
+    items = [
+        {
+            "number": n,
+            "kind": i.kind,
+            "list": i.list_slug,
+            "subject": i.subject,
+            "replies": i.replies,
+            "reason": i.reason,
+        }
+        for n, i in enumerate(plan.items, 1)
+    ]
+    data: dict[str, Any] = {
+        "member": person.primary_address,
+        "local_date": plan.local_date.isoformat(),
+        "worth_sending": plan.worth_sending,
+        "items": items,
+        "others": plan.others,
+        "left_out": [{"discussion": d, "reason": r} for d, r in plan.left_out],
+    }
+    if as_json:
+        emit_json(data)
+        return
+    print_table(
+        f"Digest for {data['member']} on {data['local_date']}",
+        ["#", "kind", "list", "subject", "why"],
+        [[x["number"], x["kind"], x["list"], x["subject"], x["reason"]] for x in items],
+    )
+    click.echo(
+        f"and {plan.others} more; left out: "
+        + (", ".join(f"{d}: {r}" for d, r in plan.left_out) or "nothing")
+    )
+    if not plan.worth_sending:
+        click.echo("nothing worth reading: no digest would be sent")
+
+
+def html_part(raw: bytes) -> str:
+    from email import message_from_bytes, policy
+    from email.message import EmailMessage
+
+    message = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    body = message.get_body(("html",))
+    return str(body.get_content()) if body is not None else ""
+
+
+@digest.command("send-due")
+@pass_app
+def digest_send_due(app: App) -> None:
+    """Run the scheduler step now: queue the digests that are due."""
+    from worker.tasks import publish_due_digests
+
+    click.echo(f"queued digests for {publish_due_digests()} member(s)")
+
+
 # ------------------------------------------------------------------------ processes
 
 
@@ -713,7 +809,7 @@ def serve_cmd(app: App) -> None:
 
 @cli.command("worker")
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--queues", default="ingest,outbound,notices,maintenance", show_default=True)
+@click.option("--queues", default="ingest,outbound,digests,notices,maintenance", show_default=True)
 @click.option("--loglevel", default="INFO", show_default=True)
 @pass_app
 def worker_cmd(app: App, concurrency: int, queues: str, loglevel: str) -> None:

@@ -47,6 +47,7 @@ from mailgate.models import (
     DeliveryRecord,
     DeliveryStatus,
     Discussion,
+    Follow,
     MailingList,
     Membership,
     Mute,
@@ -168,6 +169,9 @@ def fan_out(session: Session, post_id: int, *, batch_size: int = BATCH_SIZE) -> 
         return 0
     facts = access.ListFacts(ml.id, ml.visibility, ml.posting, ml.mandatory, False)
     muted = exists().where(Mute.discussion_id == post.discussion_id, Mute.person_id == Person.id)
+    followed = exists().where(
+        Follow.discussion_id == post.discussion_id, Follow.person_id == Person.id
+    )
     suspended = exists().where(
         BounceState.person_id == Person.id, BounceState.suspended_at.is_not(None)
     )
@@ -183,7 +187,11 @@ def fan_out(session: Session, post_id: int, *, batch_size: int = BATCH_SIZE) -> 
         .join(Address, and_(Address.person_id == Person.id, Address.is_primary.is_(True)))
         .where(
             Membership.list_id == ml.id,
-            Membership.delivery == Delivery.EVERY,
+            # Every-message members, and digest readers who follow this discussion.
+            or_(
+                Membership.delivery == Delivery.EVERY,
+                and_(Membership.delivery == Delivery.DIGEST, followed),
+            ),
             Person.active.is_(True),
             ~muted,
             ~suspended,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -189,6 +190,8 @@ def _handle_recipient(
         return _handle_confirm(session, row, reading, ctx, shown, recipient.value, person)
     if recipient.kind is AddressKind.COMMAND:
         return _handle_request(session, row, reading, ctx, shown, recipient.value, person)
+    if recipient.kind is AddressKind.DIGEST:
+        return _handle_digest_reply(session, row, reading, ctx, shown, recipient.value, person)
 
     if reading.mail_class == "reject-empty":
         return _refuse(session, row, reading, ctx, shown, "empty-reply", {})
@@ -419,7 +422,7 @@ def _handle_bounce(
 ) -> Outcome:
     """Mail to a VERP address: score the member's bounce (BNC-01..03); never answer it.
 
-    The VERP token names the delivery, so even a bounce that no parser understands still
+    The VERP token names the delivery, so a bounce whose report no parser can read still
     identifies the member; it then counts as a soft failure.
     """
     bounced = reading.classification.bounced
@@ -428,9 +431,14 @@ def _handle_bounce(
             {"address": b.address, "permanent": b.permanent, "status": b.status} for b in bounced
         ]
     }
-    if reading.classification.kind not in (MailClass.BOUNCE, MailClass.POST):
-        # An auto-reply to our envelope sender (a vacation notice): not a failure.
+    if reading.classification.kind is not MailClass.BOUNCE:
+        # A vacation notice or a person writing to our envelope sender: not a failure.
         return Outcome(shown, RawStatus.SUPPRESSED, reading.reason, facts)
+    if _success_report(reading):
+        # "delivered"/"relayed"/"expanded" (RFC 3464 §2.3.3): the copy arrived. The
+        # report's Action fields win over free-text fallbacks, which read "250 2.0.0" as a
+        # failure.
+        return Outcome(shown, RawStatus.SUPPRESSED, "delivery-report", facts)
     try:
         (delivery_id,) = read_token(ctx.secrets, TokenKind.BOUNCE, token)
     except (TokenError, ValueError):
@@ -449,6 +457,149 @@ def _handle_bounce(
         )
     )
     return Outcome(shown, RawStatus.SUPPRESSED, "bounce", facts)
+
+
+_SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
+
+
+def _success_report(reading: Reading) -> bool:
+    """A delivery-status report whose every per-recipient Action is a success.
+
+    A report without readable Action fields is not one, so a bounce nobody can read still
+    counts (as soft); a success notice (NOTIFY=SUCCESS, or a relay's "relayed") never does.
+    """
+    actions: set[str] = set()
+    for part in reading.msg.message.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        blocks = part.get_payload()
+        for block in blocks if isinstance(blocks, list) else ():
+            action = block.get("action") if hasattr(block, "get") else None
+            if action:
+                actions.add(str(action).strip().lower().split(" ", 1)[0])
+    return bool(actions) and actions <= _SUCCESS_ACTIONS
+
+
+# ---------------------------------------------------------------- replies to a digest
+
+_DIGEST_COMMAND_RE = re.compile(
+    r"^\s*(?:(\+1|mute|follow|unmute|unfollow)\s+#?(\d{1,3})|(every|digest)\s+([a-z0-9._-]{1,64}))"
+    r"\s*[.!]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _wants_unsubscribe(reading: Reading) -> bool:
+    words = [reading.msg.subject, *(reading.body.text.splitlines() if reading.body else [])]
+    return any(w.strip().lower().rstrip(".!") == "unsubscribe" for w in words if w.strip())
+
+
+def digest_commands(text: str) -> list[tuple[str, str]]:
+    """``+1 3`` / ``mute 2`` / ``follow 5`` / ``every eng`` / ``digest eng``, one per line."""
+    commands = []
+    for line in text.splitlines():
+        match = _DIGEST_COMMAND_RE.match(line)
+        if match:
+            verb = (match.group(1) or match.group(3)).lower()
+            commands.append((verb, match.group(2) or match.group(4).lower()))
+    return commands
+
+
+def _handle_digest_reply(
+    session: Session,
+    row: RawLike,
+    reading: Reading,
+    ctx: IngestContext,
+    shown: str,
+    token: str,
+    person: Person | None,
+) -> Outcome:
+    """A reply to a digest: commands that name items by number; anything else gets a
+    notice explaining how to reply to an item (THR-04: never a post)."""
+    from mailgate.models import Digest, Follow
+
+    try:
+        person_id, digest_id = read_token(ctx.secrets, TokenKind.DIGEST, token)
+    except (TokenError, ValueError):
+        return _refuse(session, row, reading, ctx, shown, "bad-reply-address", {})
+    if person is None or person.id != person_id:
+        return _refuse(session, row, reading, ctx, shown, "reply-address-mismatch", {})
+    digest = session.get(Digest, digest_id)
+    items = list(digest.items) if digest is not None else []
+    assert reading.body is not None
+    done: list[str] = []
+    if _wants_unsubscribe(reading):
+        # The digest's List-Unsubscribe mailto: stop the digests of every list that
+        # sends one (mandatory lists cannot be silenced, Decision 4: they stay).
+        for digest_list in session.scalars(
+            select(MailingList)
+            .join(Membership, Membership.list_id == MailingList.id)
+            .where(Membership.person_id == person.id, Membership.delivery == Delivery.DIGEST)
+        ).all():
+            if not digest_list.mandatory:
+                apply_membership_command(session, digest_list, person, "nomail")
+        person.daily_summary = False
+        done.append("unsubscribe")
+    for verb, arg in digest_commands(reading.body.text):
+        if verb in ("every", "digest"):
+            ml = _list_by_slug(session, arg)
+            membership = (
+                session.scalar(
+                    select(Membership).where(
+                        Membership.list_id == ml.id, Membership.person_id == person.id
+                    )
+                )
+                if ml is not None
+                else None
+            )
+            if ml is None or membership is None:
+                continue
+            apply_membership_command(session, ml, person, verb)
+            done.append(f"{verb} {arg}")
+            continue
+        number = int(arg)
+        if not 1 <= number <= len(items):
+            continue
+        discussion_id = items[number - 1]
+        if verb == "+1":
+            latest = session.scalar(
+                select(Post.id)
+                .where(Post.discussion_id == discussion_id, Post.author_id != person.id)
+                .order_by(Post.id.desc())
+                .limit(1)
+            )
+            if (
+                latest is not None
+                and session.scalar(
+                    select(Like.id).where(Like.post_id == latest, Like.person_id == person.id)
+                )
+                is None
+            ):
+                session.add(Like(post_id=latest, person_id=person.id))
+        else:
+            model = Mute if verb in ("mute", "unmute") else Follow
+            existing = session.scalar(
+                select(model).where(
+                    model.discussion_id == discussion_id, model.person_id == person.id
+                )
+            )
+            if verb in ("mute", "follow") and existing is None:
+                session.add(model(discussion_id=discussion_id, person_id=person.id))
+            elif verb in ("unmute", "unfollow") and existing is not None:
+                session.delete(existing)
+        done.append(f"{verb} {number}")
+    if not done:
+        _notice(
+            session,
+            row,
+            reading,
+            ctx,
+            reading.sender.address if reading.sender else "",
+            "digest-reply-help",
+            {},
+        )
+        return Outcome(shown, RawStatus.REJECTED, "digest-reply-not-understood", {})
+    return Outcome(shown, RawStatus.PROCESSED, "digest-commands", {"commands": done})
 
 
 # ---------------------------------------------------------------- -request@ commands

@@ -127,6 +127,9 @@ class Person(Base):
     department: Mapped[str] = mapped_column(String(200), default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     self_copy: Mapped[bool] = mapped_column(Boolean, default=False)  # get my own posts
+    digest_hour: Mapped[int] = mapped_column(Integer, default=8)  # local hour of the digest
+    digest_weekdays_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    daily_summary: Mapped[bool] = mapped_column(Boolean, default=False)  # opted into a digest
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     addresses: Mapped[list[Address]] = relationship(
@@ -410,3 +413,35 @@ class BounceState(Base):
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_diagnostic: Mapped[str] = mapped_column(String(400), default="")
     bounces: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# ---------------------------------------------------------------- digests (migration 0004)
+
+
+class Digest(Base):
+    """One member's digest for one local date (DUR-06): unique, so re-runs send nothing
+    twice. ``items`` keeps the numbered discussion ids so replies can name them."""
+
+    __tablename__ = "digests"
+    __table_args__ = (UniqueConstraint("person_id", "local_date"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
+    local_date: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD in the member's zone
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending/sent/empty
+    items: Mapped[list[int]] = mapped_column(JSON, default=list)  # discussion ids, 1-based
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Follow(Base):
+    """A discussion a digest reader wants every message of ("follow 5")."""
+
+    __tablename__ = "follows"
+    __table_args__ = (UniqueConstraint("discussion_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    discussion_id: Mapped[int] = mapped_column(ForeignKey("discussions.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

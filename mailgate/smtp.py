@@ -46,6 +46,7 @@ _TOKEN_KINDS = {
     AddressKind.REPLY: TokenKind.REPLY,
     AddressKind.BOUNCE: TokenKind.BOUNCE,
     AddressKind.CONFIRM: TokenKind.CONFIRM,
+    AddressKind.DIGEST: TokenKind.DIGEST,
 }
 
 

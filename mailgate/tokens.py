@@ -25,6 +25,7 @@ class TokenKind(enum.IntEnum):
     BOUNCE = 2  # (delivery_id,)
     UNSUBSCRIBE = 3  # (person_id, list_id)
     CONFIRM = 4  # (pending_action_id,)
+    DIGEST = 5  # (person_id, digest_id): replies to a digest carry commands
 
 
 class TokenError(ValueError):

@@ -325,3 +325,7 @@ def relay_sink():  # type: ignore[no-untyped-def]
     handler.port = port  # type: ignore[attr-defined]
     yield handler
     controller.stop()
+
+
+# Real-process fixtures live with the worker tests; digests use them too.
+from tests.worker.conftest import processes  # noqa: E402, F401

@@ -14,7 +14,8 @@ from celery import Celery
 
 from mailgate.settings import Settings, load_settings
 
-QUEUES = ("ingest", "outbound", "notices", "maintenance")
+QUEUES = ("ingest", "outbound", "digests", "notices", "maintenance")
+DIGEST_TICK_SECONDS = 300.0
 SWEEP_SECONDS = 15.0
 VISIBILITY_TIMEOUT = 3600  # longer than any task run or retry delay (CEL-03)
 MAX_RETRY_DELAY = 600
@@ -40,9 +41,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "mailgate.fanout": {"queue": "outbound"},
             "mailgate.send": {"queue": "outbound"},
             "mailgate.sweep": {"queue": "maintenance"},
+            "mailgate.digest_tick": {"queue": "maintenance"},
+            "mailgate.digests": {"queue": "digests"},
         },
         "beat_schedule": {
             "sweep": {"task": "mailgate.sweep", "schedule": SWEEP_SECONDS},
+            "digests": {"task": "mailgate.digest_tick", "schedule": DIGEST_TICK_SECONDS},
         },
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
         "worker_hijack_root_logger": False,

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from digests.sending import DigestMail
 from mailgate.copies import CopySettings, DkimKey
 from mailgate.db import make_engine, make_sessionmaker
 from mailgate.delivery import Throttle, TokenCopyBuilder
@@ -61,6 +62,13 @@ def copy_builder() -> TokenCopyBuilder:
     return TokenCopyBuilder(
         CopySettings(domain=settings.domain, base_url=settings.base_url, dkim=dkim),
         settings.secret_key,
+    )
+
+
+@lru_cache(maxsize=1)
+def digest_mail() -> DigestMail:
+    return DigestMail(
+        domain=settings.domain, secret=settings.secret_key, base_url=settings.base_url
     )
 
 

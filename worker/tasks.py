@@ -7,20 +7,30 @@ timeout (CEL-03, CEL-05). Everything else is the service's to record.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from sqlalchemy.exc import OperationalError
 
+from digests.sending import BATCH as DIGEST_BATCH
+from digests.sending import due_now, send_digests
 from mailgate.db import unit_of_work
 from mailgate.delivery import BATCH_SIZE, SEND_TASK, due_deliveries, fan_out, send_batch
 from mailgate.ingest import run_ingest_batch
+from mailgate.models import utcnow
 from mailgate.notices import deliver_notice
 from mailgate.outbox import publish_outbox, requeue_stale_inbound
 from worker import runtime
 from worker.app import MAX_RETRY_DELAY, app
 from worker.mailer import TransientRelayError
 
-KNOWN_TASKS = ("mailgate.ingest", "mailgate.send_notice", "mailgate.fanout", "mailgate.send")
+KNOWN_TASKS = (
+    "mailgate.ingest",
+    "mailgate.send_notice",
+    "mailgate.fanout",
+    "mailgate.send",
+    "mailgate.digest_tick",
+    "mailgate.digests",
+)
 RETRY = {
     "retry_backoff": True,
     "retry_backoff_max": MAX_RETRY_DELAY,
@@ -81,3 +91,25 @@ def sweep_once() -> dict[str, int]:
     for start in range(0, len(due), BATCH_SIZE):
         runtime.publish(SEND_TASK, [due[start : start + BATCH_SIZE]])
     return {"inbound": inbound, "outbox": outbox, "deliveries": len(due)}
+
+
+@app.task(name="mailgate.digest_tick", autoretry_for=(OperationalError,), max_retries=1)
+def digest_tick() -> int:
+    """The scheduler step (beat, every few minutes): publish a task per batch of members
+    whose local digest time has come. Safe to run twice: rows are unique per day."""
+    return publish_due_digests()
+
+
+def publish_due_digests() -> int:
+    due = due_now(runtime.session_factory(), utcnow())
+    for start in range(0, len(due), DIGEST_BATCH):
+        batch = due[start : start + DIGEST_BATCH]
+        runtime.publish("mailgate.digests", [[[pid, d.isoformat()] for pid, d in batch]])
+    return len(due)
+
+
+@app.task(name="mailgate.digests", autoretry_for=(OperationalError,), **RETRY)
+def digests(batch: list[list[object]]) -> None:
+    """Build and send the digests of one batch of (person id, local date)."""
+    due = [(int(str(pid)), date.fromisoformat(str(day))) for pid, day in batch]
+    send_digests(runtime.session_factory(), due, mail=runtime.digest_mail(), relay=runtime.mailer())

@@ -1,0 +1,240 @@
+"""Gather: the database reads for digests, batched (STYLE §2 digests).
+
+Input: a session, a batch of person ids with their window starts, and ``now``. Output:
+one :class:`MemberView` per member and the :class:`DiscussionFacts` they share. The
+number of queries is fixed per batch — it does not grow with the number of members —
+so a 10,000-member morning is a few hundred queries, not tens of thousands (the issue's
+"Gathering is batched", asserted in tests/digests/test_gather.py).
+
+Which lists a member's digest draws from: lists they belong to (any delivery mode but
+"none") that ``mailgate.access.may_read`` lets them read — the one place that decides.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from digests.facts import DiscussionFacts, MemberClock, MemberView, PostFacts
+from mailgate import access
+from mailgate.models import (
+    BounceState,
+    Delivery,
+    Discussion,
+    MailingList,
+    Membership,
+    Mute,
+    Person,
+    Post,
+    PostingPolicy,
+    Role,
+)
+from mailgate.models import Digest as DigestRow
+
+
+@dataclass(frozen=True)
+class Gathered:
+    views: dict[int, MemberView]
+    discussions: list[DiscussionFacts]
+
+
+def digest_clocks(session: Session) -> list[MemberClock]:
+    """Everyone who may get a digest: active, not suspended, and either on a list that
+    delivers by digest or opted into a daily summary. One query."""
+    last = (
+        select(func.max(DigestRow.local_date))
+        .where(DigestRow.person_id == Person.id)
+        .correlate(Person)
+        .scalar_subquery()
+    )
+    has_digest_list = (
+        select(Membership.id)
+        .where(Membership.person_id == Person.id, Membership.delivery == Delivery.DIGEST)
+        .exists()
+    )
+    suspended = (
+        select(BounceState.id)
+        .where(BounceState.person_id == Person.id, BounceState.suspended_at.is_not(None))
+        .exists()
+    )
+    rows = session.execute(
+        select(
+            Person.id, Person.timezone, Person.digest_hour, Person.digest_weekdays_only, last
+        ).where(
+            Person.active.is_(True),
+            ~suspended,
+            or_(has_digest_list, Person.daily_summary.is_(True)),
+        )
+    ).all()
+    return [
+        MemberClock(pid, tz or "UTC", hour, weekdays, date.fromisoformat(d) if d else None)
+        for pid, tz, hour, weekdays, d in rows
+    ]
+
+
+def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Gathered:
+    """Views for the members in ``since`` (person id → window start) and the discussions
+    with activity in the union of their windows."""
+    person_ids = sorted(since)
+    if not person_ids:
+        return Gathered({}, [])
+    window_start = min(since.values())
+
+    # 1. The members and their memberships (with each list's access facts).
+    people = {
+        pid: (name, active)
+        for pid, name, active in session.execute(
+            select(Person.id, Person.name, Person.active).where(Person.id.in_(person_ids))
+        )
+    }
+    memberships = session.execute(
+        select(
+            Membership.person_id,
+            Membership.role,
+            MailingList.id,
+            MailingList.visibility,
+            MailingList.posting,
+            MailingList.mandatory,
+            MailingList.archived_at,
+        )
+        .join(MailingList, MailingList.id == Membership.list_id)
+        .where(Membership.person_id.in_(person_ids), Membership.delivery != Delivery.NONE)
+    ).all()
+    readable: dict[int, set[int]] = defaultdict(set)
+    for pid, role, list_id, visibility, posting, mandatory, archived in memberships:
+        facts = access.ListFacts(list_id, visibility, posting, mandatory, archived is not None)
+        name, active = people.get(pid, ("", False))
+        if access.may_read(facts, access.Viewer(pid, active, Role(role))):
+            readable[pid].add(list_id)
+    list_ids = sorted(set().union(*readable.values())) if readable else []
+
+    # 2. Posts in the window on those lists, with their discussion, list and author.
+    rows = (
+        session.execute(
+            select(
+                Post.id,
+                Post.discussion_id,
+                Post.author_id,
+                Person.name,
+                Person.department,
+                Post.created_at,
+                Post.text,
+                Discussion.list_id,
+                Discussion.subject,
+                Discussion.started_by_id,
+                Discussion.created_at,
+                MailingList.slug,
+                MailingList.name,
+                MailingList.posting,
+            )
+            .join(Discussion, Discussion.id == Post.discussion_id)
+            .join(MailingList, MailingList.id == Discussion.list_id)
+            .outerjoin(Person, Person.id == Post.author_id)
+            .where(
+                Discussion.list_id.in_(list_ids),
+                Post.created_at > window_start,
+                Post.created_at <= now,
+            )
+            .order_by(Post.discussion_id, Post.created_at, Post.id)
+        ).all()
+        if list_ids
+        else []
+    )
+    posts_by_discussion: dict[int, list[PostFacts]] = defaultdict(list)
+    heads: dict[int, tuple[int, str, int | None, datetime, str, str, bool]] = {}
+    for r in rows:
+        posts_by_discussion[r[1]].append(
+            PostFacts(r[0], r[1], r[2], r[3] or "a former member", r[4] or "", r[5], r[6])
+        )
+        heads[r[1]] = (r[7], r[8], r[9], r[10], r[11], r[12], r[13] is PostingPolicy.ANNOUNCE)
+    discussion_ids = sorted(posts_by_discussion)
+
+    # 3. Total posts per discussion ("N replies").
+    totals = (
+        dict(
+            session.execute(
+                select(Post.discussion_id, func.count())
+                .where(Post.discussion_id.in_(discussion_ids))
+                .group_by(Post.discussion_id)
+            ).all()
+        )
+        if discussion_ids
+        else {}
+    )
+
+    # 4. Mutes and participation of these members in these discussions.
+    muted: dict[int, set[int]] = defaultdict(set)
+    participated: dict[int, set[int]] = defaultdict(set)
+    if discussion_ids:
+        for pid, did in session.execute(
+            select(Mute.person_id, Mute.discussion_id).where(
+                Mute.person_id.in_(person_ids), Mute.discussion_id.in_(discussion_ids)
+            )
+        ):
+            muted[pid].add(did)
+        authored = session.execute(
+            select(Post.author_id, Post.discussion_id)
+            .where(Post.author_id.in_(person_ids), Post.discussion_id.in_(discussion_ids))
+            .distinct()
+        ).all()
+        started = session.execute(
+            select(Discussion.started_by_id, Discussion.id).where(
+                Discussion.started_by_id.in_(person_ids), Discussion.id.in_(discussion_ids)
+            )
+        ).all()
+        for author, did in [*authored, *started]:
+            if author is not None:
+                participated[author].add(did)
+
+    discussions = [
+        DiscussionFacts(
+            discussion_id=did,
+            list_id=heads[did][0],
+            list_slug=heads[did][4],
+            list_name=heads[did][5],
+            announce=heads[did][6],
+            subject=heads[did][1],
+            started_by_id=heads[did][2],
+            created_at=heads[did][3],
+            posts=tuple(posts_by_discussion[did]),
+            total_posts=int(totals.get(did, len(posts_by_discussion[did]))),
+        )
+        for did in discussion_ids
+    ]
+    views = {
+        pid: MemberView(
+            person_id=pid,
+            name=people.get(pid, ("", False))[0],
+            readable_list_ids=frozenset(readable.get(pid, set())),
+            muted=frozenset(muted.get(pid, set())),
+            participated=frozenset(participated.get(pid, set())),
+            since=since[pid],
+        )
+        for pid in person_ids
+    }
+    return Gathered(views, discussions)
+
+
+def discussions_for(
+    view: MemberView, discussions: Sequence[DiscussionFacts]
+) -> list[DiscussionFacts]:
+    """The shared discussions trimmed to one member's window (posts after their since)."""
+    out = []
+    for facts in discussions:
+        if facts.list_id not in view.readable_list_ids:
+            continue
+        posts = tuple(p for p in facts.posts if p.created_at > view.since)
+        if posts:
+            out.append(facts if len(posts) == len(facts.posts) else _with_posts(facts, posts))
+    return out
+
+
+def _with_posts(facts: DiscussionFacts, posts: tuple[PostFacts, ...]) -> DiscussionFacts:
+    from dataclasses import replace
+
+    return replace(facts, posts=posts)
