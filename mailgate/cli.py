@@ -493,6 +493,11 @@ def people_show(app: App, email: str, as_json: bool) -> None:
 @click.option(
     "--self-copy/--no-self-copy", default=None, help="Whether they get copies of their own posts."
 )
+@click.option("--digest-hour", type=click.IntRange(0, 23), help="Local hour of their digest.")
+@click.option("--weekdays-only/--every-day", default=None, help="Digest on weekdays only.")
+@click.option(
+    "--daily-summary/--no-daily-summary", default=None, help="A digest even without digest lists."
+)
 @pass_app
 def people_update(
     app: App,
@@ -502,6 +507,9 @@ def people_update(
     department: str | None,
     add_address: str | None,
     self_copy: bool | None,
+    digest_hour: int | None,
+    weekdays_only: bool | None,
+    daily_summary: bool | None,
 ) -> None:
     """Change a person's name, timezone, department or preferences, or add an address."""
     from mailgate import directory
@@ -516,6 +524,9 @@ def people_update(
             timezone=timezone,
             department=department,
             self_copy=self_copy,
+            digest_hour=digest_hour,
+            weekdays_only=weekdays_only,
+            daily_summary=daily_summary,
         )
         if add_address:
             directory.add_address(session, actor(), email, add_address)

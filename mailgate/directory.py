@@ -131,6 +131,9 @@ def person_snapshot(person: Person) -> dict[str, Any]:
         "department": person.department,
         "active": person.active,
         "self_copy": person.self_copy,
+        "digest_hour": person.digest_hour,
+        "digest_weekdays_only": person.digest_weekdays_only,
+        "daily_summary": person.daily_summary,
     }
 
 
@@ -268,6 +271,9 @@ def ensure_person(
     timezone: str | None = None,
     department: str | None = None,
     self_copy: bool | None = None,
+    digest_hour: int | None = None,
+    weekdays_only: bool | None = None,
+    daily_summary: bool | None = None,
 ) -> tuple[Person, bool]:
     """The person owning ``email``, created or updated with the given details."""
     email = normalize_email(email)
@@ -289,6 +295,14 @@ def ensure_person(
         person.department = department.strip()
     if self_copy is not None:
         person.self_copy = self_copy
+    if digest_hour is not None:
+        if not 0 <= digest_hour <= 23:
+            raise DirectoryError(f"digest hour must be 0-23, got {digest_hour}")
+        person.digest_hour = digest_hour
+    if weekdays_only is not None:
+        person.digest_weekdays_only = weekdays_only
+    if daily_summary is not None:
+        person.daily_summary = daily_summary
     after = person_snapshot(person)
     if after != before:
         record(session, actor, "person.update", f"person:{email}", before, after)

@@ -328,9 +328,27 @@ def test_people_update_and_extra_addresses(eng) -> None:  # type: ignore[no-unty
     assert person["self_copy"] is False
     assert eng("people", "update", "ann@corp.example", "--self-copy").exit_code == 0
     assert as_json(eng("people", "show", "ann@corp.example", "--json"))["self_copy"] is True
+    changed = eng(
+        "people",
+        "update",
+        "ann@corp.example",
+        "--digest-hour",
+        "7",
+        "--weekdays-only",
+        "--daily-summary",
+    )
+    assert changed.exit_code == 0, changed.stderr
+    shown = as_json(eng("people", "show", "ann@corp.example", "--json"))
+    assert (shown["digest_hour"], shown["digest_weekdays_only"], shown["daily_summary"]) == (
+        7,
+        True,
+        True,
+    )
+    bad_hour = eng("people", "update", "ann@corp.example", "--digest-hour", "25")
+    assert bad_hour.exit_code == 2 and "Traceback" not in bad_hour.stderr
     taken = eng("people", "update", "ann@corp.example", "--add-address", "ann@corp.example")
     assert taken.exit_code == 1 and "already belongs to someone" in taken.stderr
     ghost = eng("people", "update", "ghost@corp.example", "--name", "G")
     assert ghost.exit_code == 1 and "no person with address" in ghost.stderr
     actions = [e["action"] for e in as_json(eng("audit", "--json"))]
-    assert actions[:3] == ["person.update", "person.address-add", "person.update"]
+    assert actions[:4] == ["person.update", "person.update", "person.address-add", "person.update"]
