@@ -533,6 +533,60 @@ def people_update(
     click.echo(f"updated {email.strip().lower()}")
 
 
+@people.command("export")
+@click.argument("email")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Write <email>.json and <email>.mbox here (default: the current directory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document to stdout.")
+@pass_app
+def people_export(app: App, email: str, out_dir: str | None, as_json: bool) -> None:
+    """Everything held about a person (PRIV-04): JSON plus an mbox of the mail they sent."""
+    from mailgate import privacy
+
+    with app.session() as session:
+        export = privacy.export_person(session, email)
+    if as_json:
+        emit_json(export.document)
+    if out_dir is None and as_json:
+        return
+    json_path, mbox_path = privacy.write_export(export, Path(out_dir or "."))
+    # With --json, stdout stays pure JSON; the paths go to stderr.
+    click.echo(f"wrote {json_path}", err=as_json)
+    click.echo(f"wrote {mbox_path} ({len(export.messages)} messages)", err=as_json)
+
+
+@people.command("erase")
+@click.argument("email")
+@click.option(
+    "--delete-posts",
+    is_flag=True,
+    help="Replace their posts' text with [removed] (default: keep it, as a former member).",
+)
+@click.option("--yes", is_flag=True, help="Really erase; without it, only show what would go.")
+@json_option
+@pass_app
+def people_erase(app: App, email: str, delete_posts: bool, yes: bool, as_json: bool) -> None:
+    """Erase a person (PRIV-05): addresses, memberships, deliveries, raw mail; posts anonymised."""
+    from mailgate import privacy
+
+    with app.session() as session:
+        erasure = privacy.erase_person(
+            session, actor(), email, delete_posts=delete_posts, apply=yes
+        )
+    if as_json:
+        emit_json(erasure.as_dict())
+    else:
+        verb = "erased" if yes else "would erase"
+        rows = [[k, v] for k, v in erasure.counts.items()]
+        print_table(f"{verb} {email.strip().lower()} → {erasure.label}", ["what", "rows"], rows)
+    if not yes:
+        raise CLIError("nothing erased: run again with --yes to erase")
+
+
 # ------------------------------------------------------------------------ roles
 
 
