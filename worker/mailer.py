@@ -145,7 +145,14 @@ class _SmtpConnection:
             if not accepted:
                 self._reset()
                 return SendResult((), permanent, temporary)
-            code, reply = self.client.data(message)
+            try:
+                code, reply = self.client.data(message)
+            except smtplib.SMTPDataError as exc:
+                # smtplib raises (instead of returning) when DATA itself gets no 354; a
+                # 5xx there is as final as one after the dot (TEST-05: smtp-sink -f data),
+                # not a reason to retry for days. RSET: the refused transaction may linger.
+                code = exc.smtp_code
+                self._reset()
             if code != 250:
                 if 400 <= code < 500:
                     raise TransientRelayError(f"{code} at DATA")

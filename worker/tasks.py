@@ -87,7 +87,10 @@ def sweep_once() -> dict[str, int]:
     factory = runtime.session_factory()
     inbound = requeue_stale_inbound(factory, runtime.publish)
     outbox = publish_outbox(factory, runtime.publish, known_tasks=KNOWN_TASKS)
-    due = due_deliveries(factory)
+    # A pending copy whose task the broker lost is re-sent after a lease's length (at
+    # most a minute): long enough not to race a task that is merely queued.
+    lease = runtime.settings.send_lease_seconds
+    due = due_deliveries(factory, stale_after=timedelta(seconds=min(60, lease)))
     for start in range(0, len(due), BATCH_SIZE):
         runtime.publish(SEND_TASK, [due[start : start + BATCH_SIZE]])
     return {"inbound": inbound, "outbox": outbox, "deliveries": len(due)}
