@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from digests.compose import DigestContext, compose_digest
 from digests.facts import DigestPlan
-from digests.gather import digest_clocks, discussions_for, gather
+from digests.gather import digest_clocks, gather
 from digests.rank import plan_digest
 from digests.schedule import due_members
 from mailgate.addressing import command_address, digest_address, reply_address
-from mailgate.db import unit_of_work
+from mailgate.db import read_only, unit_of_work
 from mailgate.models import Address, Delivery, Digest, MailingList, Membership, Person, utcnow
 from mailgate.relay import Relay, TransientRelayError
 from mailgate.tokens import TokenKind, make_token
@@ -82,15 +82,16 @@ def claim_digests(session: Session, due: Sequence[tuple[int, date]], now: dateti
             for pid, d in due
         ],
     )
-    keys = [and_(Digest.person_id == pid, Digest.local_date == d.isoformat()) for pid, d in due]
+    keys = tuple_(Digest.person_id, Digest.local_date).in_([(pid, d.isoformat()) for pid, d in due])
     claimable = and_(
         Digest.status == "pending", or_(Digest.lease_until.is_(None), Digest.lease_until < now)
     )
     ids = session.scalars(
         update(Digest)
-        .where(or_(*keys), claimable)
+        .where(keys, claimable)
         .values(lease_until=now + LEASE)
         .returning(Digest.id)
+        .execution_options(synchronize_session=False)
     ).all()
     return list(session.scalars(select(Digest).where(Digest.id.in_(ids)).order_by(Digest.id)))
 
@@ -116,10 +117,9 @@ def build_plans(session: Session, rows: Sequence[Digest], now: datetime) -> dict
     plans = {}
     for row in rows:
         view = gathered.views[row.person_id]
+        # plan_digest applies the member's lists and window itself.
         plans[row.id] = plan_digest(
-            view,
-            discussions_for(view, gathered.discussions),
-            local_date=date.fromisoformat(row.local_date),
+            view, gathered.discussions, local_date=date.fromisoformat(row.local_date)
         )
     return plans
 
@@ -195,44 +195,54 @@ def send_digests(
     """Build and send the digests of one batch of due members."""
     stamp = now or utcnow()
     report = DigestReport()
+    # Three short steps, so that on SQLite the write lock is held only to claim and to
+    # mark, and two workers build their batches side by side.
     with unit_of_work(factory) as session:
         rows = claim_digests(session, due, stamp)
-        if not rows:
-            return report
+        session.expunge_all()
+    if not rows:
+        return report
+    outgoing: list[tuple[Digest, DigestPlan, bytes]] = []
+    marks: list[dict[str, Any]] = []
+    with read_only(factory) as session:
         plans = build_plans(session, rows, stamp)
         person_ids = [r.person_id for r in rows]
         addresses = _addresses(session, person_ids)
         lists = _settings_lists(session, person_ids)
-        outgoing: list[tuple[Digest, DigestPlan, bytes]] = []
-        for row in rows:
-            plan = plans[row.id]
-            if not plan.worth_sending or row.person_id not in addresses:
-                row.status, row.sent_at, row.lease_until = "empty", stamp, None
-                report.empty += 1
-                continue
-            data = compose_for(plan, row, mail, addresses[row.person_id], lists.get(row.person_id))
-            outgoing.append((row, plan, data))
-        items = {row.id: [i.discussion_id for i in plan.items] for row, plan, _ in outgoing}
-    sent: list[int] = []
+    for row in rows:
+        plan = plans[row.id]
+        if not plan.worth_sending or row.person_id not in addresses:
+            marks.append({"id": row.id, "status": "empty", "sent_at": stamp, "lease_until": None})
+            report.empty += 1
+            continue
+        data = compose_for(plan, row, mail, addresses[row.person_id], lists.get(row.person_id))
+        outgoing.append((row, plan, data))
+    sent: list[tuple[Digest, DigestPlan]] = []
     try:
         with relay.open() as connection:
-            for row, _, data in outgoing:
+            for row, plan, data in outgoing:
                 # A digest is auto-generated: null envelope sender, nothing bounces back
                 # into a loop (LOOP-04).
                 result = connection.send("", [addresses[row.person_id][0]], data)
                 if addresses[row.person_id][0] not in result.temporary:
-                    sent.append(row.id)
+                    sent.append((row, plan))
     except TransientRelayError as exc:
         log.warning(
             "relay unavailable (%s); %d digests wait for the lease", exc, len(outgoing) - len(sent)
         )
-    with unit_of_work(factory) as session:
-        for digest_id in sent:
-            session.execute(
-                update(Digest)
-                .where(Digest.id == digest_id)
-                .values(status="sent", sent_at=stamp, lease_until=None, items=items[digest_id])
-            )
+    marks += [
+        {
+            "id": row.id,
+            "status": "sent",
+            "sent_at": stamp,
+            "lease_until": None,
+            "items": [i.discussion_id for i in plan.items],
+        }
+        for row, plan in sent
+    ]
+    if marks:
+        with unit_of_work(factory) as session:
+            session.execute(update(Digest), marks)  # one executemany by primary key
     report.sent = len(sent)
     report.deferred = len(outgoing) - len(sent)
     return report
@@ -246,5 +256,5 @@ def preview(
     since = windows(session, [row], now)
     gathered = gather(session, since, now)
     view = gathered.views[person_id]
-    plan = plan_digest(view, discussions_for(view, gathered.discussions), local_date=local_date)
+    plan = plan_digest(view, gathered.discussions, local_date=local_date)
     return plan, row

@@ -42,11 +42,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # IMMEDIATE takes the write lock up front: two writers never deadlock on
-            # a read→write upgrade, they queue on busy_timeout instead.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # a read→write upgrade, they queue on busy_timeout instead. Sessions opened
+            # with read_only() only read, so they take a plain (deferred) BEGIN and run
+            # beside the writer (WAL).
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+READ_ONLY = "mailgate_read_only"
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -64,6 +72,18 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.rollback()
         raise
     finally:
+        session.close()
+
+
+@contextmanager
+def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reading only: never commits, and on SQLite takes no write lock."""
+    session = factory()
+    try:
+        session.connection(execution_options={READ_ONLY: True})
+        yield session
+    finally:
+        session.rollback()
         session.close()
 
 

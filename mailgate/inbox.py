@@ -33,7 +33,8 @@ def sniff_message_id(raw: bytes) -> str:
     match = _MESSAGE_ID_RE.search(header_block(raw))
     if match is None:
         return ""
-    return match.group(1).decode("utf-8", "replace").strip()[:998]
+    # NUL is not storable in PostgreSQL text; it never belongs in a Message-ID anyway.
+    return match.group(1).decode("utf-8", "replace").replace("\x00", "\ufffd").strip()[:998]
 
 
 class SqlInbox:

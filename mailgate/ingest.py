@@ -78,7 +78,7 @@ class IngestContext:
     domain: str
     secrets: tuple[str, ...]
     authserv_ids: frozenset[str] = frozenset()
-    received_above: int = 1
+    received_above: int = 0  # A-R must sit above the first Received (no gateway trace)
     dnsfunc: Callable[[bytes], bytes | None] | None = None
     now: Callable[[], datetime] = utcnow
 
@@ -106,6 +106,11 @@ _RANK = {
     RawStatus.REJECTED: 2,
     RawStatus.SUPPRESSED: 3,
 }
+
+
+def _storable(text: str) -> str:
+    """Text fit for every engine: PostgreSQL refuses NUL in text columns."""
+    return text.replace("\x00", "\ufffd")
 
 
 def message_key(message_id: str | None, raw: bytes) -> str:
@@ -307,7 +312,7 @@ def store_post(
             [
                 {
                     "list_id": ml.id,
-                    "subject": base_subject(msg.subject, ml.slug)[:998],
+                    "subject": _storable(base_subject(msg.subject, ml.slug))[:998],
                     "started_by_id": person.id if person else None,
                     "created_at": now,
                     "last_post_at": now,
@@ -320,7 +325,7 @@ def store_post(
         session.execute(
             update(Discussion).where(Discussion.id == discussion_id).values(last_post_at=now)
         )
-    message_id = msg.message_id or f"mailgate.{row.id}.{key[:16]}@{ctx.domain}"
+    message_id = _storable(msg.message_id or f"mailgate.{row.id}.{key[:16]}@{ctx.domain}")
     # A concurrent worker storing the same Message-ID for this list makes this insert
     # raise IntegrityError; run_ingest then runs the message again and the duplicate
     # check above answers (DUR-02). Cheaper than a SAVEPOINT on every post.
@@ -335,9 +340,9 @@ def store_post(
                 "raw_id": row.id,
                 "message_id": message_id[:998],
                 "message_key": key,
-                "subject": msg.subject[:998],
-                "text": reading.body.text,
-                "elided": reading.body.elided,
+                "subject": _storable(msg.subject)[:998],
+                "text": _storable(reading.body.text),
+                "elided": _storable(reading.body.elided),
                 "created_at": now,
             }
         ],

@@ -225,7 +225,10 @@ class Discussion(Base):
 class Post(Base):
     __tablename__ = "posts"
     # DUR-02: the same Message-ID to the same list is one post.
-    __table_args__ = (UniqueConstraint("list_id", "message_key"),)
+    __table_args__ = (
+        UniqueConstraint("list_id", "message_key"),
+        Index("ix_posts_list_created", "list_id", "created_at"),  # digest windows
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     discussion_id: Mapped[int] = mapped_column(ForeignKey("discussions.id"), index=True)

@@ -15,6 +15,7 @@ import codecs
 import email
 import email.header
 import email.message
+import email.parser
 import email.policy
 import email.utils
 import functools
@@ -97,7 +98,7 @@ def _message_id(value: str | None) -> str | None:
     if ids:
         return ids[0]
     # Some clients send bare ids without brackets; keep the raw text (FMT-04).
-    cleaned = value.strip().strip("<>").strip()
+    cleaned = " ".join(value.split()).strip("<>").strip()  # unfolded: no CR/LF (FMT-09)
     return cleaned or None
 
 
@@ -357,7 +358,13 @@ def parse_message(raw: bytes) -> InboundMessage:
         msg: email.message.Message = parsed.message
     except Exception as exc:  # noqa: BLE001 - mail-parser raises many types on junk input
         defects.append(f"mail-parser:{type(exc).__name__}")
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        try:
+            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        except RecursionError:  # MIME nested past the stdlib's recursion: headers only
+            defects.append("too-deeply-nested")
+            msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+                raw, headersonly=True
+            )
     for defect in msg.defects:
         defects.append(type(defect).__name__)
 

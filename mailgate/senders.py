@@ -188,7 +188,7 @@ def _decode_word(charset: str, encoding: str, data: str) -> str | None:
         return None
     try:
         return raw.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, UnicodeError, ValueError):
         # An unknown charset must not hide "=40": decode it as UTF-8 so the check sees
         # what a lenient client might show.
         return raw.decode("utf-8", "replace")
@@ -702,14 +702,14 @@ def trusted_authentication_results(
 ) -> AuthResult:
     """The verdict of the trusted relay's Authentication-Results, or NONE/GRAY (SPOOF-02).
 
-    Position rule: the relay adds its A-R at the top, above its own Received; our gateway
-    then prepends one Received to the stored copy. So only A-R fields that appear before
-    Received number ``received_above + 1`` (by default: before the second Received) can
-    come from the relay; anything lower was in the message when the relay got it, i.e.
-    written by the sender, and is ignored even if it names our authserv-id (RFC 8601 §5:
-    the relay should also delete those). Of the fields in that region, only those whose
-    authserv-id is in ``authserv_ids`` count (RFC 8601 §7). Set ``received_above=0`` when
-    the copy has no gateway Received.
+    Position rule: the relay adds its A-R at the top, above its own Received. Mailgate's
+    gateway stores the bytes exactly as received (no Received of its own), so ingest
+    passes ``received_above=0``: only A-R fields above the first Received can come from
+    the relay (a gateway that prepended its own Received would pass 1). Anything lower
+    was in the message when the relay got it, i.e. written by the sender, and is ignored
+    even if it names our authserv-id (RFC 8601 §5: the relay should also delete those).
+    Of the fields in that region, only those whose authserv-id is in ``authserv_ids``
+    count (RFC 8601 §7).
 
     Where relays put their A-R: Postfix milters (OpenDKIM, OpenDMARC) insert it above
     Postfix's own Received, so the default fits. Google Workspace and Microsoft 365 write

@@ -51,7 +51,7 @@ class Settings:
     send_lease_seconds: int = 300  # how long a claimed batch is a worker's (DUR-04)
     relay_rate: float = 0.0  # copies per second per worker process; 0 = no limit (LIM-07)
     verify_dkim: bool = True  # look up DKIM keys in DNS for privileged posts (SPOOF-03)
-    authres_hops: int = 1  # Received fields above which trusted A-R may sit (SPOOF-02)
+    authres_hops: int = 0  # Received fields the trusted A-R may sit under (SPOOF-02)
     failpoint: str = ""  # crash-test hook: "after-commit" kills the gateway before its 250
 
     @property
@@ -206,7 +206,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         send_lease_seconds=_int(env, "MAILGATE_SEND_LEASE", 300, 1, 3600),
         relay_rate=float(_int(env, "MAILGATE_RELAY_RATE", 0, 0, 1_000_000)),
         verify_dkim=env.get("MAILGATE_VERIFY_DKIM", "yes").lower() not in {"no", "0", "false"},
-        authres_hops=_int(env, "MAILGATE_AUTHRES_HOPS", 1, 1, 20),
+        authres_hops=_int(env, "MAILGATE_AUTHRES_HOPS", 0, 0, 20),
         failpoint=env.get("MAILGATE_FAILPOINT", ""),
     )
 

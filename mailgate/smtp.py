@@ -83,6 +83,7 @@ class Limits:
     max_recipients: int = 100
     max_received: int = 50
     max_header_bytes: int = 256 * 1024
+    max_header_field: int = 16 * 1024  # one field, folded lines included (LIM-04)
     max_mime_parts: int = 500
     max_messages_per_session: int = 100
     sender_rate: int = 120  # messages per sender address per minute, per gateway
@@ -104,6 +105,18 @@ def header_block(raw: bytes) -> bytes:
     return raw
 
 
+def longest_field(headers: bytes) -> int:
+    """Length of the longest header field, continuation lines included (linear)."""
+    longest = current = 0
+    for line in headers.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            current += len(line) + 1
+        else:
+            current = len(line) + 1
+        longest = max(longest, current)
+    return longest
+
+
 def check_shape(raw: bytes, limits: Limits) -> str | None:
     """A refusal reply if the message is out of bounds, else None. Cheap: no parsing."""
     headers = header_block(raw)
@@ -111,6 +124,9 @@ def check_shape(raw: bytes, limits: Limits) -> str | None:
         return replies.HEADERS_TOO_BIG.format(limit=limits.max_header_bytes)
     if len(_RECEIVED_RE.findall(headers)) > limits.max_received:
         return replies.TOO_MANY_HOPS
+    if longest_field(headers) > limits.max_header_field:
+        # The stdlib decodes encoded-words quadratically: one huge field is a DoS.
+        return replies.HEADERS_TOO_BIG.format(limit=limits.max_header_field)
     # Upper bounds on MIME work before any parser sees the message (LIM-04): the
     # number of boundary-looking lines bounds the parts, multipart headers the nesting.
     if len(_BOUNDARY_LINE_RE.findall(raw)) > 2 * limits.max_mime_parts:

@@ -77,7 +77,9 @@ _TAG_RE = re.compile(r"\[[^\[\]]{1,64}\]\s*")
 def base_subject(subject: str, list_tag: str | None = None) -> str:
     """Subject without reply prefixes (any language) and our list tag; idempotent."""
     text = subject.strip()
-    for _ in range(10):
+    # Each pass removes at least one character or stops, so this ends; no fixed cap
+    # (a cap made "Re: [x] " × 11 need a second call: not idempotent).
+    for _ in range(len(text) + 1):
         before = text
         text = _PREFIX_RE.sub("", text)
         if list_tag:
