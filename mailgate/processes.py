@@ -95,9 +95,9 @@ def worker(settings: Settings, concurrency: int, queues: str, loglevel: str) -> 
 
 
 def beat(settings: Settings, loglevel: str) -> None:
-    from worker.app import app
+    from worker.app import make_app
 
-    app.start(["beat", f"--loglevel={loglevel}"])
+    make_app(settings, with_tasks=False).start(["beat", f"--loglevel={loglevel}"])
 
 
 def run_all(settings: Settings, *, concurrency: int = 2) -> int:

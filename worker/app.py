@@ -75,8 +75,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-def make_app(settings: Settings) -> Celery:
-    app = Celery("mailgate", include=["worker.tasks"])
+def make_app(settings: Settings, *, with_tasks: bool = True) -> Celery:
+    """The Celery app. The scheduler builds it ``with_tasks=False``: beat sends tasks by
+    name and need not import (and hold in memory) the whole mailgate stack."""
+    app = Celery("mailgate", include=["worker.tasks"] if with_tasks else [])
     app.conf.update(celery_config(settings))
     app.conf.task_publish_retry_policy = {"max_retries": 1, "interval_start": 0.2}
     return app
