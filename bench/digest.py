@@ -515,7 +515,7 @@ def instrument(phases: dict[str, float]) -> None:
 
         return wrapper
 
-    stages = ("claim_digests", "windows", "gather", "discussions_for", "plan_digest", "compose_for")
+    stages = ("claim_digests", "windows", "gather", "plan_digest", "compose_for")
     for name in stages:
         phases[name] = 0.0
         setattr(sending, name, timed(name, getattr(sending, name)))
@@ -737,7 +737,6 @@ def split(result: dict[str, Any]) -> str:
             ("claim", "claim_digests"),
             ("windows", "windows"),
             ("gather", "gather"),
-            ("trim", "discussions_for"),
             ("plan", "plan_digest"),
             ("compose", "compose_for"),
             ("relay", "relay"),
