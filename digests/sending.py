@@ -28,7 +28,7 @@ from digests.gather import digest_clocks, gather
 from digests.rank import plan_digest
 from digests.schedule import due_members
 from mailgate.addressing import command_address, digest_address, reply_address
-from mailgate.db import read_only, unit_of_work
+from mailgate.db import insert_ignoring_duplicates, read_only, unit_of_work
 from mailgate.models import Address, Delivery, Digest, MailingList, Membership, Person, utcnow
 from mailgate.relay import Relay, TransientRelayError
 from mailgate.tokens import TokenKind, make_token
@@ -64,11 +64,9 @@ def due_now(factory: sessionmaker[Session], now: datetime) -> list[tuple[int, da
 
 def claim_digests(session: Session, due: Sequence[tuple[int, date]], now: datetime) -> list[Digest]:
     """Create the (member, date) rows if missing and claim the pending ones."""
-    from mailgate.delivery import _insert_ignoring_duplicates
-
     if not due:
         return []
-    _insert_ignoring_duplicates(
+    insert_ignoring_duplicates(
         session,
         Digest,
         [

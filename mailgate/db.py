@@ -87,6 +87,20 @@ def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+def insert_ignoring_duplicates(session: Session, model: Any, values: list[dict[str, Any]]) -> int:
+    """INSERT … ON CONFLICT DO NOTHING on both engines; returns rows inserted."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        statement: Any = postgresql.insert(model).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects import sqlite
+
+        statement = sqlite.insert(model).on_conflict_do_nothing()
+    result = session.execute(statement, values)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def alembic_config(url: str) -> Any:
     from alembic.config import Config
 

@@ -39,7 +39,7 @@ from mailgate.copies import (
     prepare_post,
     render_copy,
 )
-from mailgate.db import unit_of_work
+from mailgate.db import insert_ignoring_duplicates, unit_of_work
 from mailgate.models import (
     Address,
     BounceState,
@@ -216,7 +216,7 @@ def fan_out(session: Session, post_id: int, *, batch_size: int = BATCH_SIZE) -> 
     ]
     created = 0
     if values:
-        created = _insert_ignoring_duplicates(session, DeliveryRecord, values)
+        created = insert_ignoring_duplicates(session, DeliveryRecord, values)
     pending = session.scalars(
         select(DeliveryRecord.id)
         .where(DeliveryRecord.post_id == post.id, DeliveryRecord.status == DeliveryStatus.PENDING)
@@ -232,22 +232,8 @@ def fan_out(session: Session, post_id: int, *, batch_size: int = BATCH_SIZE) -> 
         for chunk in (pending[i : i + batch_size] for i in range(0, len(pending), batch_size))
     ]
     if outbox:
-        _insert_ignoring_duplicates(session, OutboxEntry, outbox)
+        insert_ignoring_duplicates(session, OutboxEntry, outbox)
     return created
-
-
-def _insert_ignoring_duplicates(session: Session, model: Any, values: list[dict[str, Any]]) -> int:
-    """INSERT … ON CONFLICT DO NOTHING on both engines; returns rows inserted."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        statement: Any = postgresql.insert(model).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects import sqlite
-
-        statement = sqlite.insert(model).on_conflict_do_nothing()
-    result = session.execute(statement, values)
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # ---------------------------------------------------------------- claiming and marking
