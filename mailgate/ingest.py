@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -120,20 +120,31 @@ def message_key(message_id: str | None, raw: bytes) -> str:
     return hashlib.sha256(b"raw:" + raw).hexdigest()
 
 
-def process_raw(session: Session, raw_id: int, ctx: IngestContext) -> RawStatus:
-    # Columns, not the ORM entity: this runs for every message, and loading and then
-    # flushing the whole row (bytes and JSON) costs more than the decisions themselves.
-    row = session.execute(
-        select(
-            RawMessage.id,
-            RawMessage.raw,
-            RawMessage.mail_from,
-            RawMessage.rcpt_to,
-            RawMessage.status,
-        )
-        .where(RawMessage.id == raw_id)
-        .with_for_update()
-    ).first()
+_RAW_COLUMNS = (
+    RawMessage.id,
+    RawMessage.raw,
+    RawMessage.mail_from,
+    RawMessage.rcpt_to,
+    RawMessage.status,
+)
+
+
+def process_raw(
+    session: Session,
+    raw_id: int,
+    ctx: IngestContext,
+    *,
+    row: Any = None,
+    results: list[dict[str, Any]] | None = None,
+) -> RawStatus:
+    """Decide one stored message. A batch passes the ``row`` it loaded for all its
+    messages and collects the status writes in ``results`` to apply them at once."""
+    if row is None:
+        # Columns, not the ORM entity: loading and flushing the whole row (bytes and
+        # JSON) costs more than the decisions themselves.
+        row = session.execute(
+            select(*_RAW_COLUMNS).where(RawMessage.id == raw_id).with_for_update()
+        ).first()
     if row is None:
         raise LookupError(f"raw message {raw_id} does not exist")
     if RawStatus(row.status) is not RawStatus.RECEIVED:
@@ -143,11 +154,11 @@ def process_raw(session: Session, raw_id: int, ctx: IngestContext) -> RawStatus:
     best = min(outcomes, key=lambda o: _RANK[o.status]) if outcomes else None
     status = best.status if best else RawStatus.REJECTED
     reason = best.reason if best else "no-recipients"
-    session.execute(
-        update(RawMessage)
-        .where(RawMessage.id == raw_id)
-        .values(status=status, reason=reason, explanation=explain(reading, outcomes))
-    )
+    values = {"status": status, "reason": reason, "explanation": explain(reading, outcomes)}
+    if results is not None:
+        results.append({"id": raw_id, **values})
+    else:
+        session.execute(update(RawMessage).where(RawMessage.id == raw_id).values(**values))
     log.info("raw %s: %s (%s) for %d recipient(s)", raw_id, status, reason, len(outcomes))
     return status
 
@@ -270,19 +281,20 @@ def store_post(
     msg = reading.msg
     assert reading.body is not None
     key = message_key(msg.message_id, row.raw)
-    existing = session.scalar(select(Post.id).where(Post.list_id == ml.id, Post.message_key == key))
+    wanted = referenced_ids(msg.in_reply_to, msg.references)[:50]
+    # One query answers both "is this a duplicate?" and "which posts does it cite?".
+    matches = session.execute(
+        select(Post.id, Post.discussion_id, Post.message_id, Post.message_key).where(
+            Post.list_id == ml.id,
+            or_(Post.message_key == key, Post.message_id.in_(wanted))
+            if wanted
+            else Post.message_key == key,
+        )
+    ).all()
+    existing = next((m.id for m in matches if m.message_key == key), None)
     if existing is not None:
         return Outcome(shown, RawStatus.PROCESSED, "duplicate", {**facts, "post": existing})
-
-    wanted = referenced_ids(msg.in_reply_to, msg.references)
-    known: dict[str, KnownPost] = {}
-    if wanted:
-        for post_id, discussion_id, mid in session.execute(
-            select(Post.id, Post.discussion_id, Post.message_id).where(
-                Post.list_id == ml.id, Post.message_id.in_(wanted[:50])
-            )
-        ):
-            known[mid] = KnownPost(post_id, discussion_id)
+    known = {m.message_id: KnownPost(m.id, m.discussion_id) for m in matches}
     token_parent = None
     if token_discussion is not None:
         token_parent = session.scalar(
@@ -720,6 +732,7 @@ def _handle_confirm(
 def apply_membership_command(
     session: Session, ml: MailingList, person: Person, action: str
 ) -> None:
+    _memo(session).clear()  # memberships change: cached viewers are stale
     membership = session.scalar(
         select(Membership).where(Membership.list_id == ml.id, Membership.person_id == person.id)
     )
@@ -946,6 +959,10 @@ def viewer_of(session: Session, ml: MailingList, person: Person | None) -> acces
     """The person as access control sees them for ``ml``: one query."""
     if person is None:
         return access.Viewer(person_id=None)
+    key = ("viewer", f"{ml.id}:{person.id}")
+    memo = _memo(session)
+    if key in memo:
+        return memo[key]
     row = session.execute(
         select(Membership.role, AllowedPoster.id)
         .select_from(Person)
@@ -957,12 +974,14 @@ def viewer_of(session: Session, ml: MailingList, person: Person | None) -> acces
         .where(Person.id == person.id)
     ).first()
     role, allowed = row if row is not None else (None, None)
-    return access.Viewer(
+    viewer = access.Viewer(
         person_id=person.id,
         active=person.active,
         role=Role(role) if role is not None else None,
         allowed_poster=allowed is not None,
     )
+    memo[key] = viewer
+    return viewer
 
 
 # ---------------------------------------------------------------- the task's service
@@ -1049,9 +1068,18 @@ def run_ingest_batch(factory: Any, raw_ids: list[int], ctx: IngestContext) -> No
         if any(attempts > 1 for attempts in counted.values()):
             raise _SingleFile  # a redelivery: some message may be a poison pill
         with unit_of_work(factory) as session:
+            rows = {
+                r.id: r
+                for r in session.execute(
+                    select(*_RAW_COLUMNS).where(RawMessage.id.in_(list(counted))).with_for_update()
+                )
+            }
+            results: list[dict[str, Any]] = []
             for raw_id in raw_ids:
-                if raw_id in counted:
-                    process_raw(session, raw_id, ctx)
+                if raw_id in rows:
+                    process_raw(session, raw_id, ctx, row=rows[raw_id], results=results)
+            if results:
+                session.execute(update(RawMessage), results)  # one executemany by id
     except OperationalError:
         raise
     except Exception as exc:  # noqa: BLE001 - retried one by one below

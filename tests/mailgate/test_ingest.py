@@ -469,3 +469,35 @@ def test_attachments_are_stored_with_sanitised_names(eng, deliver, session_facto
         (att,) = s.scalars(select(StoredAttachment)).all()
     assert "/" not in att.filename and ".." not in att.filename
     assert (att.content_type, att.size) == ("application/pdf", 9)
+
+
+def test_a_batch_processes_like_single_messages(
+    eng, gateway, session_factory, ingest_context
+) -> None:  # type: ignore[no-untyped-def]
+    """The gateway hands over a group commit as one batch: one transaction, shared
+    lookups, one status write. It must decide exactly as message-by-message would."""
+    from mailgate.ingest import run_ingest_batch
+
+    raws = [
+        mail(message_id="b1@corp.example", body="First"),
+        mail(
+            sender=BOB,
+            subject="Re: Launch plan",
+            body="Reply within the batch",
+            headers={"In-Reply-To": "<b1@corp.example>"},
+        ),
+        mail(message_id="b1@corp.example", body="First"),  # the same message again
+        mail(sender=EVE, body="Not a member"),
+        mail(headers={"Auto-Submitted": "auto-replied"}, body="Away"),
+    ]
+    with gateway.smtp() as client:
+        for raw in raws:
+            client.sendmail(ALICE, [f"eng@{DOMAIN}"], raw)
+    ids = gateway.published_after(0, count=len(raws))
+    run_ingest_batch(session_factory, ids, ingest_context)
+    with session_factory() as s:
+        reasons = [s.get_one(RawMessage, i).reason for i in ids]
+        first, reply = s.scalars(select(Post).order_by(Post.id)).all()
+    assert reasons == ["posted", "posted", "duplicate", "unknown-sender", "auto-submitted"]
+    assert reply.discussion_id == first.discussion_id and reply.parent_id == first.id
+    assert notices(session_factory) == [(EVE, "unknown-sender")]
