@@ -150,6 +150,29 @@ def run_cli(mailgate_env: dict[str, str]):  # type: ignore[no-untyped-def]
     return invoke
 
 
+def build_mail(
+    *,
+    sender: str = "alice@corp.example",
+    to: str = f"eng@{DOMAIN}",
+    subject: str = "Launch plan",
+    body: str = "Here is the plan.",
+    message_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A plain, well-formed message as a mail client would send it (CRLF on the wire)."""
+    import email.utils
+
+    lines = [
+        f"From: {sender}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Date: {email.utils.formatdate()}",
+        f"Message-ID: <{message_id or email.utils.make_msgid().strip('<>')}>",
+    ]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n") + "\r\n").encode()
+
+
 # ---------------------------------------------------------------- gateway and pipeline
 
 

@@ -8,7 +8,6 @@ check that it starts fast and never loads the database or broker libraries.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from mailgate.ingest import run_ingest
 from mailgate.models import Notice, Post, RawMessage, RawStatus
 from mailgate.tokens import TokenKind, make_token
 from tests.conftest import DOMAIN, FIXTURES, SECRET
+from tests.conftest import build_mail as mail
 
 ALICE, CAROL, EVE = "alice@corp.example", "carol@corp.example", "eve@elsewhere.example"
 CEO = "ceo@corp.example"
@@ -43,26 +43,6 @@ SUMMARY_KEYS = {
     "size",
     "attempts",
 }
-
-
-def mail(
-    *,
-    sender: str = ALICE,
-    to: str = ENG,
-    subject: str = "Launch plan",
-    body: str = "Here is the plan.",
-    message_id: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> bytes:
-    lines = [
-        f"From: {sender}",
-        f"To: {to}",
-        f"Subject: {subject}",
-        f"Date: {email.utils.formatdate()}",
-        f"Message-ID: <{message_id or email.utils.make_msgid().strip('<>')}>",
-    ]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n") + "\r\n").encode()
 
 
 @pytest.fixture

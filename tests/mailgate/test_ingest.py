@@ -7,7 +7,6 @@ tests/worker/test_worker_e2e.py; here the task body is called directly (STYLE §
 
 from __future__ import annotations
 
-import email.utils
 from datetime import UTC, datetime
 
 import pytest
@@ -29,28 +28,9 @@ from mailgate.models import (
 )
 from mailgate.tokens import TokenKind, make_token
 from tests.conftest import DOMAIN, SECRET
+from tests.conftest import build_mail as mail
 
 ALICE, BOB, EVE = "alice@corp.example", "bob@corp.example", "eve@elsewhere.example"
-
-
-def mail(
-    *,
-    sender: str = ALICE,
-    to: str = f"eng@{DOMAIN}",
-    subject: str = "Launch plan",
-    body: str = "Here is the plan.",
-    message_id: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> bytes:
-    lines = [
-        f"From: {sender}",
-        f"To: {to}",
-        f"Subject: {subject}",
-        f"Date: {email.utils.formatdate()}",
-        f"Message-ID: <{message_id or email.utils.make_msgid().strip('<>')}>",
-    ]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n") + "\r\n").encode()
 
 
 @pytest.fixture
