@@ -57,7 +57,7 @@ from urllib.parse import quote
 import css_inline
 import jinja2
 
-from digests.facts import DigestItem, DigestPlan
+from digests.facts import DigestItem, DigestPlan, LedgerEntry
 from mailgate.addressing import AddressKind, decode_recipient
 from mailgate.copies import tag_subject
 from mailgate.notices import template_env
@@ -380,6 +380,19 @@ def _commands(count: int, slug: str) -> list[dict[str, str]]:
     ]
 
 
+def _ledger_line(entry: LedgerEntry) -> str:
+    age = (
+        "asked today"
+        if entry.age_days == 0
+        else f"asked {_plural(entry.age_days, 'day', 'days')} ago"
+    )
+    line = f"{_clean(entry.subject, 120)} ({_clean(entry.asker, MAX_NAME)}, {age}; "
+    line += f"{entry.answered} of {entry.asked} answered"
+    if entry.pending_until:
+        line += f"; answer promised by {entry.pending_until}"
+    return line + ")"
+
+
 def _view(plan: DigestPlan, ctx: DigestContext, excerpt_limit: int, keep: int) -> dict:
     items = plan.items[:keep]
     others = plan.others + (len(plan.items) - keep)
@@ -410,6 +423,7 @@ def _view(plan: DigestPlan, ctx: DigestContext, excerpt_limit: int, keep: int) -
             else ""
         ),
         "commands": _commands(len(items), slug),
+        "ledger": [_ledger_line(entry) for entry in plan.ledger],
         "member_address": ctx.member_address,
         "settings_address": ctx.settings_address,
         "unsubscribe_url": ctx.unsubscribe_url,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from mailgate.access import ListFacts, QuestionFacts
+
 
 @dataclass(frozen=True)
 class MemberClock:
@@ -47,6 +49,10 @@ class DiscussionFacts:
     created_at: datetime
     posts: tuple[PostFacts, ...]  # posts in the window, oldest first
     total_posts: int  # all posts ever, for "N replies"
+    # For a question's discussion: who may see which answer (mailgate.access decides).
+    question: QuestionFacts | None = None
+    question_post_id: int | None = None  # the question itself (its first post)
+    list_facts: ListFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -77,12 +83,26 @@ class DigestItem:
 
 
 @dataclass(frozen=True)
+class LedgerEntry:
+    """An open leadership question, for the digest's short ledger."""
+
+    list_id: int
+    subject: str
+    asker: str
+    age_days: int
+    answered: int
+    asked: int
+    pending_until: str | None  # an open "don't know yet, by <date>"
+
+
+@dataclass(frozen=True)
 class DigestPlan:
     person_id: int
     local_date: date
     items: tuple[DigestItem, ...]  # in order; item n is numbered n+1 in the mail
     others: int  # discussions with activity that did not make the cut
     left_out: tuple[tuple[int, str], ...]  # (discussion id, reason) for the preview
+    ledger: tuple[LedgerEntry, ...] = ()  # open leadership questions they can read
 
     @property
     def worth_sending(self) -> bool:

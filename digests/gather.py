@@ -20,8 +20,9 @@ from datetime import date, datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from digests.facts import DiscussionFacts, MemberClock, MemberView, PostFacts
-from mailgate import access
+from digests.facts import DiscussionFacts, LedgerEntry, MemberClock, MemberView, PostFacts
+from digests.rank import visible_question_posts
+from mailgate import access, questions
 from mailgate.models import (
     BounceState,
     Delivery,
@@ -32,6 +33,9 @@ from mailgate.models import (
     Person,
     Post,
     PostingPolicy,
+    Question,
+    QuestionKind,
+    QuestionViewer,
     Role,
 )
 from mailgate.models import Digest as DigestRow
@@ -41,6 +45,7 @@ from mailgate.models import Digest as DigestRow
 class Gathered:
     views: dict[int, MemberView]
     discussions: list[DiscussionFacts]
+    ledger: tuple[LedgerEntry, ...] = ()
 
 
 def digest_clocks(session: Session) -> list[MemberClock]:
@@ -111,6 +116,21 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
         name, active = people.get(pid, ("", False))
         if access.may_read(facts, access.Viewer(pid, active, Role(role))):
             readable[pid].add(list_id)
+    # Company-wide questions live on a system list everyone in the company may read.
+    company = session.execute(
+        select(
+            MailingList.id,
+            MailingList.visibility,
+            MailingList.posting,
+            MailingList.mandatory,
+            MailingList.archived_at,
+        ).where(MailingList.slug == questions.COMPANY_SLUG)
+    ).first()
+    if company is not None:
+        facts = access.ListFacts(company[0], company[1], company[2], company[3], False)
+        for pid, (_name, active) in people.items():
+            if access.may_read(facts, access.Viewer(pid, active, None)):
+                readable[pid].add(company[0])
     list_ids = sorted(set().union(*readable.values())) if readable else []
 
     # 2. Posts in the window on those lists, with their discussion, list and author.
@@ -193,6 +213,7 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
             if author is not None:
                 participated[author].add(did)
 
+    asked = _question_facts(session, discussion_ids)
     discussions = [
         DiscussionFacts(
             discussion_id=did,
@@ -205,6 +226,9 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
             created_at=heads[did][3],
             posts=tuple(posts_by_discussion[did]),
             total_posts=int(totals.get(did, len(posts_by_discussion[did]))),
+            question=asked[did][0] if did in asked else None,
+            question_post_id=asked[did][1] if did in asked else None,
+            list_facts=asked[did][2] if did in asked else None,
         )
         for did in discussion_ids
     ]
@@ -219,7 +243,93 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
         )
         for pid in person_ids
     }
-    return Gathered(views, discussions)
+    return Gathered(views, discussions, _ledger(session, now))
+
+
+def _question_facts(
+    session: Session, discussion_ids: Sequence[int]
+) -> dict[int, tuple[access.QuestionFacts, int, access.ListFacts]]:
+    """Access facts for the discussions that are questions: three queries in all."""
+    if not discussion_ids:
+        return {}
+    rows = session.execute(
+        select(
+            Question.id,
+            Question.discussion_id,
+            Question.asker_id,
+            Question.visibility,
+            Question.anonymous,
+            MailingList.id,
+            MailingList.visibility,
+            MailingList.posting,
+            MailingList.mandatory,
+            MailingList.archived_at,
+        )
+        .join(MailingList, MailingList.id == Question.list_id)
+        .where(Question.discussion_id.in_(discussion_ids))
+    ).all()
+    if not rows:
+        return {}
+    viewers: dict[int, set[int]] = defaultdict(set)
+    for qid, pid in session.execute(
+        select(QuestionViewer.question_id, QuestionViewer.person_id).where(
+            QuestionViewer.question_id.in_([r[0] for r in rows])
+        )
+    ):
+        viewers[qid].add(pid)
+    authors: dict[int, set[int]] = defaultdict(set)
+    firsts: dict[int, int] = {}
+    for did, author, first in session.execute(
+        select(Post.discussion_id, Post.author_id, func.min(Post.id))
+        .where(Post.discussion_id.in_([r[1] for r in rows]))
+        .group_by(Post.discussion_id, Post.author_id)
+    ):
+        if author is not None:
+            authors[did].add(author)
+        firsts[did] = min(first, firsts.get(did, first))
+    out = {}
+    for qid, did, asker, visibility, anonymous, lid, lvis, lpost, lmand, larch in rows:
+        leaders = viewers[qid] | ({asker} if asker else set())
+        out[did] = (
+            access.QuestionFacts(
+                asker_id=asker,
+                open=visibility == "open",
+                anonymous=anonymous,
+                viewers=frozenset(viewers[qid]),
+                answerers=len(authors[did] - leaders),
+            ),
+            firsts[did],
+            access.ListFacts(lid, lvis, lpost, lmand, larch is not None),
+        )
+    return out
+
+
+def _ledger(session: Session, now: datetime) -> tuple[LedgerEntry, ...]:
+    """Open leadership questions (not prompts), oldest first; filtered per member."""
+    statuses = questions.question_statuses(session, open_only=True, kind=QuestionKind.QUESTION)
+    list_ids = (
+        dict(
+            session.execute(
+                select(Question.id, Question.list_id).where(
+                    Question.id.in_([s.id for s in statuses])
+                )
+            ).all()
+        )
+        if statuses
+        else {}
+    )
+    return tuple(
+        LedgerEntry(
+            list_id=list_ids[s.id],
+            subject=s.subject,
+            asker=s.asker,
+            age_days=s.age_days(now),
+            answered=s.answered,
+            asked=s.asked,
+            pending_until=s.pending_until,
+        )
+        for s in statuses
+    )
 
 
 def discussions_for(
@@ -231,6 +341,8 @@ def discussions_for(
         if facts.list_id not in view.readable_list_ids:
             continue
         posts = tuple(p for p in facts.posts if p.created_at > view.since)
+        if facts.question is not None and facts.list_facts is not None:
+            posts = visible_question_posts(view, facts, posts)
         if posts:
             out.append(facts if len(posts) == len(facts.posts) else _with_posts(facts, posts))
     return out

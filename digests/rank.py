@@ -32,10 +32,13 @@ discussion id so the plan does not depend on the order of the input.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, datetime
 from typing import NamedTuple
 
 from digests.facts import DigestItem, DigestPlan, DiscussionFacts, MemberView, PostFacts
+from mailgate import access
+from mailgate.models import Role
 
 KIND_REPLIES = "replies-to-you"
 KIND_QUESTION = "question"
@@ -206,6 +209,29 @@ def _classify(
     return LEFT_QUIET
 
 
+def visible_question_posts(
+    view: MemberView, facts: DiscussionFacts, posts: tuple[PostFacts, ...]
+) -> tuple[PostFacts, ...]:
+    """Only the posts of a question's discussion that ``access`` lets this member see:
+    the question, answers when they are shared by name, their own. Anonymous answers
+    never appear one by one (only in the summary)."""
+    assert facts.question is not None and facts.list_facts is not None
+    # The list is readable (checked above), so a member viewer stands for them here.
+    viewer = access.Viewer(view.person_id, True, Role.MEMBER)
+    return tuple(
+        p
+        for p in posts
+        if access.may_see_question_post(
+            facts.question,
+            facts.list_facts,
+            viewer,
+            author_id=p.author_id,
+            is_question=p.post_id == facts.question_post_id,
+            parent_author_id=None,
+        )
+    )
+
+
 def plan_digest(
     member: MemberView,
     discussions: Sequence[DiscussionFacts],
@@ -230,6 +256,10 @@ def plan_digest(
         if did in candidates or did in skipped:
             continue  # a duplicate row; the first one stands
         posts = facts.posts
+        if facts.question is not None and facts.list_facts is not None:
+            # A question's answers reach this member only as access allows (PRIV-01).
+            posts = visible_question_posts(member, facts, posts)
+            facts = replace(facts, posts=posts, total_posts=len(posts))
         if posts and posts[0].created_at > since:
             window = posts  # oldest first (facts.DiscussionFacts): all of them are new
         else:

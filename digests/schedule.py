@@ -30,27 +30,14 @@ the previous digest). Uniqueness across concurrent runs is the store's job (a un
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, date, datetime, time, timedelta
 
 from digests.facts import MemberClock
+from mailgate.local_time import _wall, first_instant_at
+from mailgate.local_time import zone as _zone
 
 _SATURDAY = 5  # date.weekday(): Monday is 0
 _DAY = timedelta(days=1)
-_SECOND = timedelta(seconds=1)
-
-
-@lru_cache(maxsize=1024)
-def _zone(name: str) -> tzinfo:
-    # Unknown names fall back to UTC (facts.MemberClock says so). Cached because a miss
-    # costs a file-system probe on every call and ZoneInfo caches only the hits.
-    if not isinstance(name, str) or not name:
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return UTC
 
 
 def _hour(clock: MemberClock) -> int:
@@ -77,32 +64,6 @@ def _wanted(clock: MemberClock, day: date) -> bool:
     if clock.last_digest_date is not None and clock.last_digest_date >= day:
         return False
     return not (clock.weekdays_only and day.weekday() >= _SATURDAY)
-
-
-def _wall(instant: datetime, zone: tzinfo) -> datetime:
-    return instant.astimezone(zone).replace(tzinfo=None)
-
-
-def first_instant_at(day: date, hour: int, zone: tzinfo) -> datetime:
-    """The first instant (UTC) at which the wall clock in ``zone`` reads ``day hour:00``
-    or later: the hour itself, its first occurrence when repeated, the end of the gap
-    when skipped."""
-    wall = datetime.combine(day, time(hour))
-    early = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
-    late = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
-    if _wall(early, zone) == wall or _wall(late, zone) == wall:
-        # Exists; when repeated (fall back) both folds exist and the earlier one counts.
-        return min(t for t in (early, late) if _wall(t, zone) == wall)
-    # Skipped: the transition lies in (late, early]; wall times before it are below
-    # ``wall`` and after it above, so bisect on whole seconds (tz data has no finer).
-    low, high = min(early, late), max(early, late)
-    while high - low > _SECOND:
-        middle = low + (high - low) // 2
-        if _wall(middle, zone) >= wall:
-            high = middle
-        else:
-            low = middle
-    return high
 
 
 def due(clock: MemberClock, now: datetime) -> date | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ log = logging.getLogger("digests.sending")
 BATCH = 200
 LEASE = timedelta(minutes=10)
 FIRST_WINDOW = timedelta(days=1)  # a member's first digest covers the last day
+MAX_LEDGER = 5  # open leadership questions shown in a digest
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,11 @@ def build_plans(session: Session, rows: Sequence[Digest], now: datetime) -> dict
     for row in rows:
         view = gathered.views[row.person_id]
         # plan_digest applies the member's lists and window itself.
-        plans[row.id] = plan_digest(
+        plan = plan_digest(
             view, gathered.discussions, local_date=date.fromisoformat(row.local_date)
         )
+        ledger = tuple(e for e in gathered.ledger if e.list_id in view.readable_list_ids)
+        plans[row.id] = replace(plan, ledger=ledger[:MAX_LEDGER])
     return plans
 
 

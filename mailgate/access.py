@@ -82,3 +82,100 @@ def may_post(facts: ListFacts, viewer: Viewer, *, authenticated: bool) -> PostDe
     if is_privileged(facts) and not authenticated:
         return PostDecision(Verdict.HOLD, "held-for-authentication")
     return PostDecision(Verdict.ALLOW, "ok")
+
+
+# ---------------------------------------------------------------- answers to questions
+
+ANONYMITY_THRESHOLD = 5  # anonymous answers are shown only once this many people answered
+
+
+class AnswerView(enum.StrEnum):
+    NONE = "none"  # may not see answers at all
+    ANONYMOUS = "anonymous"  # sees answers without names
+    NAMED = "named"  # sees answers with their authors
+
+
+@dataclass(frozen=True)
+class QuestionFacts:
+    """What access control needs to know about a question (see ``mailgate.questions``)."""
+
+    asker_id: int | None
+    open: bool  # visibility "open": answers are shared with the audience
+    anonymous: bool
+    viewers: frozenset[int]  # people the asker named (see answers, may answer for them)
+    answerers: int  # distinct people who answered so far
+
+    def is_leader(self, person_id: int | None) -> bool:
+        """The asker or someone they named: their posts are replies, not answers."""
+        return person_id is not None and (person_id == self.asker_id or person_id in self.viewers)
+
+
+def answer_view(question: QuestionFacts, facts: ListFacts, viewer: Viewer) -> AnswerView:
+    """How ``viewer`` may see the answers to ``question`` — on every path (fan-out,
+    digests, summaries, CLI). Reading the list is necessary but not sufficient."""
+    if not may_read(facts, viewer) and not question.is_leader(viewer.person_id):
+        return AnswerView.NONE
+    if not viewer.active:
+        return AnswerView.NONE
+    if question.anonymous:
+        # Nobody — the asker included — sees anything until enough people answered to
+        # keep each one unidentifiable; then everyone entitled sees them without names.
+        if question.answerers < ANONYMITY_THRESHOLD:
+            return AnswerView.NONE
+        if question.open or question.is_leader(viewer.person_id):
+            return AnswerView.ANONYMOUS
+        return AnswerView.NONE
+    if question.is_leader(viewer.person_id) or question.open:
+        return AnswerView.NAMED
+    return AnswerView.NONE
+
+
+def may_see_question_post(
+    question: QuestionFacts,
+    facts: ListFacts,
+    viewer: Viewer,
+    *,
+    author_id: int | None,
+    is_question: bool,
+    parent_author_id: int | None,
+) -> bool:
+    """Whether one post of a question's discussion may reach ``viewer`` with its author
+    named (a fan-out copy, a digest line, a CLI listing).
+
+    - the question itself: everyone who may read the list (or is a leader);
+    - an answer: those with a NAMED answer view, and its own author;
+    - a leader's reply: those who see answers by name, and the author of the post it
+      answers (a reply can quote the answer, so it is no wider than that answer).
+    """
+    if not viewer.active or viewer.person_id is None:
+        return False
+    if is_question:
+        return may_read(facts, viewer) or question.is_leader(viewer.person_id)
+    if author_id is not None and author_id == viewer.person_id:
+        return True
+    if question.is_leader(author_id) and parent_author_id == viewer.person_id:
+        return True
+    return answer_view(question, facts, viewer) is AnswerView.NAMED
+
+
+def may_ask(viewer: Viewer, *, company_wide: bool) -> bool:
+    """Who may put a question to an audience: an executive (any audience), or an owner
+    of the audience list (that list only). Authentication is the caller's second gate."""
+    if viewer.person_id is None or not viewer.active:
+        return False
+    if SiteRole.EXECUTIVE in viewer.site_roles:
+        return True
+    return not company_wide and viewer.role is Role.OWNER
+
+
+def may_answer(question: QuestionFacts, viewer: Viewer, *, asked: bool) -> PostDecision:
+    """Replying to a question through one's own reply address: the people asked and the
+    leaders may; the reply address already proves who is writing (it is bound to one
+    person and one discussion, SPOOF-06), so no further authentication is needed."""
+    if viewer.person_id is None:
+        return PostDecision(Verdict.REFUSE, "unknown-sender")
+    if not viewer.active:
+        return PostDecision(Verdict.REFUSE, "inactive-member")
+    if asked or question.is_leader(viewer.person_id):
+        return PostDecision(Verdict.ALLOW, "ok")
+    return PostDecision(Verdict.REFUSE, "not-asked")

@@ -30,6 +30,7 @@ RESERVED_SLUGS = frozenset(
         "bounces",
         "confirm",
         "ask",
+        "questions",
         "postmaster",
         "mailer-daemon",
         "abuse",
@@ -47,6 +48,7 @@ class AddressKind(enum.StrEnum):
     BOUNCE = "bounce"
     CONFIRM = "confirm"  # confirm+TOKEN@: the answer to a confirmation request
     DIGEST = "digest"  # digest+TOKEN@: a reply to a member's digest (commands)
+    ASK = "ask"  # ask@: a leader's question to an audience
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ def decode_recipient(address: str, domain: str) -> Recipient | None:
             return Recipient(AddressKind.DIGEST, token)
         return None
     local = local.lower()
+    if local == "ask":
+        return Recipient(AddressKind.ASK, local)
     if local.endswith(COMMAND_SUFFIX):
         slug = local[: -len(COMMAND_SUFFIX)]
         return Recipient(AddressKind.COMMAND, slug) if SLUG_RE.match(slug) else None

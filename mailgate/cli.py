@@ -10,12 +10,7 @@ Heavy imports (SQLAlchemy, aiosmtpd, Celery) happen inside commands so that
 
 from __future__ import annotations
 
-import getpass
-import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,77 +19,18 @@ import click
 from mailgate import __version__
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from mailgate.settings import Settings
+    pass
 
 
-class CLIError(click.ClickException):
-    """A one-line error for the terminal (exit code 1), worded like every other error."""
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-@dataclass
-class App:
-    """Lazily built adapters shared by the commands of one invocation."""
-
-    _settings: Settings | None = None
-    _factory: Any = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            from mailgate.settings import load_settings
-
-            self._settings = load_settings()
-        return self._settings
-
-    @property
-    def factory(self) -> Any:
-        if self._factory is None:
-            from mailgate.db import make_engine, make_sessionmaker
-
-            self._factory = make_sessionmaker(make_engine(self.settings.database_url))
-        return self._factory
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        from mailgate.db import unit_of_work
-
-        with unit_of_work(self.factory) as session:
-            yield session
-
-
-pass_app = click.make_pass_decorator(App, ensure=True)
-
-
-def actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no passwd entry inside some containers
-        return "cli:unknown"
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False))
-
-
-def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(table)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-
+from mailgate.cli_app import (
+    App,
+    CLIError,
+    actor,
+    emit_json,
+    json_option,
+    pass_app,
+    print_table,
+)
 
 # ------------------------------------------------------------------------ root
 
@@ -1164,6 +1100,16 @@ def _one_line(exc: BaseException) -> str:
             return f"database is not initialised ({first}); run: mailgate db upgrade"
         return f"database error: {first}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+# Commands that live in their own modules (they import this one, so they come last).
+from mailgate.cli_questions import ask_group, people_away, prompts_group  # noqa: E402
+from mailgate.cli_stats import stats_command  # noqa: E402
+
+cli.add_command(ask_group)
+cli.add_command(prompts_group)
+cli.add_command(stats_command)
+people.add_command(people_away)
 
 
 def main(argv: list[str] | None = None, *, entry: click.Group = cli) -> None:

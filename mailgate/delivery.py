@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailgate import access
+from mailgate import access, questions
 from mailgate.copies import (
     CopySettings,
     PostSource,
@@ -55,6 +55,7 @@ from mailgate.models import (
     Person,
     Post,
     PostingPolicy,
+    Question,
     Role,
     utcnow,
 )
@@ -168,6 +169,9 @@ def fan_out(session: Session, post_id: int, *, batch_size: int = BATCH_SIZE) -> 
     if ml.archived_at is not None:
         return 0
     facts = access.ListFacts(ml.id, ml.visibility, ml.posting, ml.mandatory, False)
+    question = questions.question_of_discussion(session, post.discussion_id)
+    if question is not None:
+        return _fan_out_answer(session, post, ml, facts, question, batch_size)
     muted = exists().where(Mute.discussion_id == post.discussion_id, Mute.person_id == Person.id)
     followed = exists().where(
         Follow.discussion_id == post.discussion_id, Follow.person_id == Person.id
@@ -214,6 +218,67 @@ def fan_out(session: Session, post_id: int, *, batch_size: int = BATCH_SIZE) -> 
         # The one place that decides reading also decides who gets a copy (PRIV-01).
         if access.may_read(facts, access.Viewer(person_id, active, Role(role)))
     ]
+    return _queue_copies(session, post, values, batch_size)
+
+
+def _fan_out_answer(
+    session: Session,
+    post: Post,
+    ml: MailingList,
+    facts: access.ListFacts,
+    question: Question,
+    batch_size: int,
+) -> int:
+    """A post in a question's discussion. The question itself goes out as per-member
+    asks at their local time (``digests.questions``), not here. An answer goes to the
+    asker and the people they named, a leader's reply to the author it answers — each
+    recipient checked by ``access.may_see_question_post``; anonymous answers never go
+    out one by one (they are only in the summary, without names)."""
+    if post.id == questions.first_post_id(session, post.discussion_id):
+        return 0
+    qfacts = questions.question_facts(session, question)
+    parent_author = (
+        session.scalar(select(Post.author_id).where(Post.id == post.parent_id))
+        if post.parent_id
+        else None
+    )
+    candidates = {question.asker_id, *qfacts.viewers, parent_author} - {None, post.author_id}
+    muted = exists().where(Mute.discussion_id == post.discussion_id, Mute.person_id == Person.id)
+    suspended = exists().where(
+        BounceState.person_id == Person.id, BounceState.suspended_at.is_not(None)
+    )
+    people = session.scalars(
+        select(Person).where(Person.id.in_(candidates), ~muted, ~suspended).order_by(Person.id)
+    ).all()
+    values = [
+        {
+            "post_id": post.id,
+            "person_id": person.id,
+            "list_id": ml.id,
+            "address": person.primary_address,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "last_error": "",
+            "created_at": utcnow(),
+        }
+        for person in people
+        if person.primary_address
+        and access.may_see_question_post(
+            qfacts,
+            facts,
+            questions.viewer(session, ml, person),
+            author_id=post.author_id,
+            is_question=False,
+            parent_author_id=parent_author,
+        )
+    ]
+    return _queue_copies(session, post, values, batch_size)
+
+
+def _queue_copies(
+    session: Session, post: Post, values: list[dict[str, object]], batch_size: int
+) -> int:
+    """Insert the delivery rows (idempotent) and an outbox row per batch of pending."""
     created = 0
     if values:
         created = insert_ignoring_duplicates(session, DeliveryRecord, values)

@@ -26,12 +26,14 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mailgate import access
+from mailgate import access, questions
 from mailgate.addressing import AddressKind, decode_recipient, redact_address
 from mailgate.classify import MailClass, OurAddresses
 from mailgate.models import (
     Address,
     AllowedPoster,
+    AnswerVisibility,
+    Ask,
     Delivery,
     Discussion,
     Like,
@@ -43,6 +45,7 @@ from mailgate.models import (
     PendingAction,
     Person,
     Post,
+    Question,
     RawMessage,
     RawStatus,
     Role,
@@ -197,7 +200,10 @@ def _handle_recipient(
     if kind is not MailClass.POST:
         # Automatic mail is never posted and never answered (LOOP-01/02, BNC-04).
         reason = "bounce-to-posting-address" if kind is MailClass.BOUNCE else reading.reason
-        return Outcome(shown, RawStatus.SUPPRESSED, reason, {"class": str(kind)})
+        facts: dict[str, Any] = {"class": str(kind)}
+        if kind is MailClass.AUTO_REPLY and recipient.kind is AddressKind.REPLY:
+            facts.update(_note_away(session, reading, recipient.value, ctx))
+        return Outcome(shown, RawStatus.SUPPRESSED, reason, facts)
     if reading.sender is None:
         _notice(session, row, reading, ctx, row.mail_from, reading.mail_class, {})
         return Outcome(shown, RawStatus.REJECTED, reading.mail_class)
@@ -211,6 +217,8 @@ def _handle_recipient(
 
     if reading.mail_class == "reject-empty":
         return _refuse(session, row, reading, ctx, shown, "empty-reply", {})
+    if recipient.kind is AddressKind.ASK:
+        return _ask(session, row, reading, ctx, shown, person, confirmed=False)
     token_discussion: Discussion | None = None
     if recipient.kind is AddressKind.REPLY:
         try:
@@ -242,6 +250,10 @@ def _post(
     token_discussion: Discussion | None,
 ) -> Outcome:
     facts: dict[str, Any] = {"list": ml.slug}
+    if token_discussion is not None:
+        question = questions.question_of_discussion(session, token_discussion.id)
+        if question is not None:
+            return _answer(session, row, reading, ctx, shown, ml, person, question, facts)
     list_facts = list_facts_of(ml)
     viewer = viewer_of(session, ml, person)
     authenticated = False
@@ -382,7 +394,183 @@ def store_post(
         ],
     )
     facts.update(post=post_id, discussion=discussion_id)
+    if choice.discussion_id is not None:
+        question = questions.question_of_discussion(session, discussion_id)
+        if question is not None:
+            facts["question"] = questions.on_post_stored(
+                session,
+                question,
+                post_id=post_id,
+                author=person,
+                parent_id=choice.parent_post_id,
+                text=reading.body.text,
+                now=now,
+            )
     return Outcome(shown, RawStatus.PROCESSED, "posted", facts)
+
+
+# ---------------------------------------------------------------- questions
+
+
+def _answer(
+    session: Session,
+    row: RawLike,
+    reading: Reading,
+    ctx: IngestContext,
+    shown: str,
+    ml: MailingList,
+    person: Person | None,
+    question: Question,
+    facts: dict[str, Any],
+) -> Outcome:
+    """A reply through someone's own reply address to a question: an answer (or a
+    leader's reply); ``access.may_answer`` decides."""
+    asked = person is not None and (
+        session.scalar(
+            select(Ask.id).where(Ask.question_id == question.id, Ask.person_id == person.id)
+        )
+        is not None
+    )
+    viewer = access.Viewer(person.id, person.active) if person else access.Viewer(None)
+    decision = access.may_answer(questions.question_facts(session, question), viewer, asked=asked)
+    facts.update(decision=decision.reason, question_id=question.id)
+    if decision.verdict is not access.Verdict.ALLOW:
+        return _refuse(session, row, reading, ctx, shown, decision.reason, facts)
+    discussion = session.get_one(Discussion, question.discussion_id)
+    return store_post(session, row, reading, ctx, shown, ml, person, discussion, facts)
+
+
+def _note_away(
+    session: Session, reading: Reading, token: str, ctx: IngestContext
+) -> dict[str, Any]:
+    """An out-of-office reply to a question (or any reply address) that names a return
+    date pauses questions and reminders for that member until then."""
+    from mailgate.asking import return_date
+    from mailgate.bodies import extract_body
+
+    try:
+        person_id, _discussion_id = read_token(ctx.secrets, TokenKind.REPLY, token)
+    except (TokenError, ValueError):
+        return {}
+    try:
+        text = extract_body(reading.msg).text
+    except Exception:  # noqa: BLE001 - a date is a bonus; suppression must still happen
+        text = ""
+    back = return_date(text, reading.msg.subject or "", ctx.now().date())
+    if back is None:
+        return {}
+    questions.note_return_date(session, person_id, back)
+    return {"away_until": back.isoformat()}
+
+
+def _ask(
+    session: Session,
+    row: RawLike,
+    reading: Reading,
+    ctx: IngestContext,
+    shown: str,
+    person: Person | None,
+    *,
+    confirmed: bool,
+) -> Outcome:
+    """A question mailed to ask@: directives in its first lines, then the question.
+    The sender must be allowed to ask (``access.may_ask``) and authenticated; a question
+    we cannot authenticate waits for the asker's own confirmation (SPOOF-03), so a forged
+    executive gets nothing sent."""
+    from mailgate.asking import parse_ask_directives
+    from mailgate.local_time import local_date
+
+    if person is None:
+        return _refuse(session, row, reading, ctx, shown, "unknown-sender", {})
+    assert reading.body is not None
+    now = ctx.now()
+    directives = parse_ask_directives(reading.body.text, local_date(now, person.timezone))
+    facts: dict[str, Any] = {"audience": directives.audience or questions.COMPANY}
+    if directives.errors:
+        return _refuse(
+            session,
+            row,
+            reading,
+            ctx,
+            shown,
+            "ask-invalid",
+            {**facts, "details": "\n".join(directives.errors)},
+        )
+    audience = directives.audience or questions.COMPANY
+    if audience == questions.COMPANY:
+        ml = questions.company_list(session)
+    else:
+        found = _list_by_slug(session, audience)
+        if found is None:
+            return _refuse(
+                session,
+                row,
+                reading,
+                ctx,
+                shown,
+                "ask-invalid",
+                {**facts, "details": f"There is no list named {audience!r}."},
+            )
+        ml = found
+    if not access.may_ask(
+        questions.viewer(session, ml, person), company_wide=audience == questions.COMPANY
+    ):
+        return _refuse(session, row, reading, ctx, shown, "ask-not-allowed", facts)
+    if not confirmed and reading.sender is not None:
+        auth = authenticate(
+            reading.msg,
+            row.raw,
+            reading.sender,
+            authserv_ids=ctx.authserv_ids,
+            dnsfunc=ctx.dnsfunc,
+            received_above=ctx.received_above,
+        )
+        facts["authentication"] = {"verdict": str(auth.verdict), "method": auth.method}
+        if auth.verdict is not AuthVerdict.PASS:
+            return _hold_for_confirmation(
+                session, row, reading, ctx, shown, ml, person, facts, action="ask"
+            )
+    spec = questions.QuestionSpec(
+        subject=reading.msg.subject or "",
+        text=directives.text,
+        audience=audience,
+        deadline=(
+            questions.end_of_day(directives.deadline, person.timezone)
+            if directives.deadline
+            else None
+        ),
+        visibility=AnswerVisibility(directives.visibility or "open"),
+        anonymous=bool(directives.anonymous),
+        viewers=directives.viewers,
+        max_reminders=(directives.reminders if directives.reminders is not None else 2),
+    )
+    try:
+        question = questions.create_question(
+            session,
+            asker=person,
+            spec=spec,
+            now=now,
+            domain=ctx.domain,
+            message_id=reading.msg.message_id,
+            raw_id=row.id,
+        )
+    except questions.QuestionError as exc:
+        return _refuse(
+            session, row, reading, ctx, shown, "ask-invalid", {**facts, "details": str(exc)}
+        )
+    asked = session.scalar(select(func.count()).where(Ask.question_id == question.id)) or 0
+    _notice(
+        session,
+        row,
+        reading,
+        ctx,
+        person.primary_address,
+        "ask-accepted",
+        {**_ctx(ml), "details": f"{asked}"},
+        force=True,
+    )
+    facts.update(question=question.id, asked=asked)
+    return Outcome(shown, RawStatus.PROCESSED, "question-created", facts)
 
 
 def _reply_command(
@@ -713,7 +901,7 @@ def _handle_confirm(
     ml = session.get_one(MailingList, pending.list_id)
     pending.done_at = ctx.now()
     facts: dict[str, Any] = {"list": ml.slug, "action": pending.action, "pending": pending.id}
-    if pending.action == "post":
+    if pending.action in ("post", "ask"):
         return _release_held(session, pending, ctx, shown, facts)
     apply_membership_command(session, ml, person, pending.action)
     _notice(
@@ -773,11 +961,13 @@ def _hold_for_confirmation(
     ml: MailingList,
     person: Person,
     facts: dict[str, Any],
+    *,
+    action: str = "post",
 ) -> Outcome:
     """SPOOF-03: a privileged post without proof of origin waits for the author's own
     confirmation, mailed to their address of record (never to Reply-To or From)."""
     pending = PendingAction(
-        action="post", address=person.primary_address, list_id=ml.id, raw_id=row.id
+        action=action, address=person.primary_address, list_id=ml.id, raw_id=row.id
     )
     session.add(pending)
     session.flush()
@@ -812,6 +1002,10 @@ def release_post(session: Session, held: RawMessage, ctx: IngestContext) -> Outc
     outcome = Outcome("", RawStatus.REJECTED, "not-a-post")
     for rcpt in held.rcpt_to:
         recipient = decode_recipient(rcpt, ctx.domain)
+        if recipient is not None and recipient.kind is AddressKind.ASK and reading.body:
+            asker = _person_by_address(session, reading.sender.address) if reading.sender else None
+            outcome = _ask(session, held, reading, ctx, redact_address(rcpt), asker, confirmed=True)
+            continue
         if recipient is None or recipient.kind is not AddressKind.LIST or reading.body is None:
             continue
         ml = _list_by_slug(session, recipient.value)

@@ -130,6 +130,9 @@ class Person(Base):
     digest_hour: Mapped[int] = mapped_column(Integer, default=8)  # local hour of the digest
     digest_weekdays_only: Mapped[bool] = mapped_column(Boolean, default=False)
     daily_summary: Mapped[bool] = mapped_column(Boolean, default=False)  # opted into a digest
+    # On leave (a member setting, or the return date an out-of-office reply named): no
+    # questions, prompts or reminders until this local date (YYYY-MM-DD), inclusive.
+    away_until: Mapped[str | None] = mapped_column(String(10), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     addresses: Mapped[list[Address]] = relationship(
@@ -447,4 +450,153 @@ class Follow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     discussion_id: Mapped[int] = mapped_column(ForeignKey("discussions.id", ondelete="CASCADE"))
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# ---------------------------------------------------------------- questions (migration 0006)
+
+
+class AnswerVisibility(enum.StrEnum):
+    OPEN = "open"  # answers are shared with the audience (digests, summary)
+    ASKER_ONLY = "asker-only"  # only the asker and the people they name
+
+
+class QuestionKind(enum.StrEnum):
+    QUESTION = "question"  # a leader asked it (ask@ or ``mailgate ask``)
+    PROMPT = "prompt"  # one week's run of a recurring prompt
+
+
+class Question(Base):
+    """A question put to an audience. Its text is the first post of ``discussion_id``;
+    answers are the replies to it. ``list_id`` is the audience list, or the system list
+    that holds company-wide questions (``company_wide``)."""
+
+    __tablename__ = "questions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    discussion_id: Mapped[int] = mapped_column(ForeignKey("discussions.id"), unique=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id"), index=True)
+    company_wide: Mapped[bool] = mapped_column(Boolean, default=False)
+    kind: Mapped[QuestionKind] = mapped_column(
+        _enum(QuestionKind, "question_kind"), default=QuestionKind.QUESTION
+    )
+    asker_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), nullable=True)
+    visibility: Mapped[AnswerVisibility] = mapped_column(
+        _enum(AnswerVisibility, "answer_visibility"), default=AnswerVisibility.OPEN
+    )
+    anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    max_reminders: Mapped[int] = mapped_column(Integer, default=2)
+    prompt_id: Mapped[int | None] = mapped_column(ForeignKey("prompts.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class QuestionViewer(Base):
+    """Someone the asker named: sees asker-only answers and may answer for the asker
+    ("don't know yet")."""
+
+    __tablename__ = "question_viewers"
+    __table_args__ = (UniqueConstraint("question_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"))
+
+
+class Ask(Base):
+    """One audience member's copy of a question: when it is due in their local time,
+    whether it went out, whether they answered, how often we reminded them."""
+
+    __tablename__ = "asks"
+    __table_args__ = (
+        UniqueConstraint("question_id", "person_id"),
+        Index("ix_asks_due", "sent_at", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reminders: Mapped[int] = mapped_column(Integer, default=0)
+    last_reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    skipped: Mapped[str] = mapped_column(String(32), default="")  # e.g. away-until
+
+
+class Followup(Base):
+    """A "don't know yet, by <date>" promise: the asker (or a delegate) owes an answer
+    to ``post_id`` by ``due_date``; reminded on the date; the people who asked are told
+    when ``resolved_post_id`` answers it."""
+
+    __tablename__ = "followups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id", ondelete="CASCADE"))
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    promise_post_id: Mapped[int] = mapped_column(
+        ForeignKey("posts.id", ondelete="CASCADE"), unique=True
+    )
+    promised_by_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), nullable=True)
+    due_date: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD, the promiser's zone
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_post_id: Mapped[int | None] = mapped_column(
+        ForeignKey("posts.id", ondelete="SET NULL"), nullable=True
+    )
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class QuestionMail(Base):
+    """One email of the questions feature (the ask, a reminder, a summary, a follow-up
+    reminder, an "it is answered" note): unique ``key`` so every tick is re-runnable."""
+
+    __tablename__ = "question_mails"
+    __table_args__ = (Index("ix_question_mails_status", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)  # ask:Q:P, remind:Q:P:N, …
+    kind: Mapped[str] = mapped_column(String(32))  # a templates/questions/<kind> directory
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    followup_id: Mapped[int | None] = mapped_column(
+        ForeignKey("followups.id", ondelete="CASCADE"), nullable=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending/sent/failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(String(400), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Prompt(Base):
+    """A recurring prompt: every week on ``weekday`` at ``minute_of_day`` in each
+    member's local time, one question from ``bank`` (rotating) to the audience."""
+
+    __tablename__ = "prompts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    list_id: Mapped[int | None] = mapped_column(ForeignKey("lists.id"), nullable=True)  # None: all
+    weekday: Mapped[int] = mapped_column(Integer)  # 0 = Monday
+    minute_of_day: Mapped[int] = mapped_column(Integer)  # 570 = 09:30
+    bank: Mapped[list[str]] = mapped_column(JSON, default=list)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PromptRun(Base):
+    """One week of a prompt: which bank entry it asked (rotation) and its question."""
+
+    __tablename__ = "prompt_runs"
+    __table_args__ = (UniqueConstraint("prompt_id", "week"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    week: Mapped[str] = mapped_column(String(10))  # ISO week, e.g. 2026-W48
+    bank_index: Mapped[int] = mapped_column(Integer)
+    question_id: Mapped[int | None] = mapped_column(ForeignKey("questions.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

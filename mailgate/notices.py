@@ -62,6 +62,7 @@ def notice_context(address: str, stored: dict[str, Any], domain: str) -> dict[st
         "command": stored.get("command", ""),
         "member": stored.get("member", ""),
         "member_name": stored.get("member_name", ""),
+        "details": stored.get("details", ""),
         "mandatory": bool(stored.get("mandatory", False)),
         "help_address": command_address(slug, domain) if slug else f"postmaster@{domain}",
         "confirm_address": (

@@ -93,6 +93,7 @@ from mailgate.directory import get_person, normalize_email, record
 from mailgate.models import (
     Address,
     AllowedPoster,
+    Ask,
     AuditEntry,
     Base,
     BounceState,
@@ -101,6 +102,7 @@ from mailgate.models import (
     Digest,
     Discussion,
     Follow,
+    Followup,
     Like,
     MailingList,
     Membership,
@@ -111,6 +113,9 @@ from mailgate.models import (
     Person,
     PersonRole,
     Post,
+    Question,
+    QuestionMail,
+    QuestionViewer,
     RawMessage,
     RawStatus,
     StoredAttachment,
@@ -144,7 +149,7 @@ _LINK = "id person_id"  # surrogate key and the link to the person the section i
 COLUMN_POLICY: dict[str, TablePolicy] = {
     "people": _policy(
         "name department active created_at "
-        "timezone self_copy digest_hour digest_weekdays_only daily_summary"
+        "timezone self_copy digest_hour digest_weekdays_only daily_summary away_until"
     ),
     "addresses": _policy("email is_primary", _LINK),
     "person_roles": _policy("role", _LINK),
@@ -186,6 +191,24 @@ COLUMN_POLICY: dict[str, TablePolicy] = {
     "bounce_states": _policy("score updated_at suspended_at last_diagnostic bounces", _LINK),
     "digests": _policy("local_date status items created_at sent_at", "id person_id lease_until"),
     "audit_log": _policy("at actor action target before after"),
+    "questions": _policy(
+        "id discussion_id list_id company_wide kind visibility anonymous deadline created_at "
+        "closed_at",
+        "asker_id max_reminders prompt_id",
+    ),
+    "question_viewers": _policy("question_id", _LINK),
+    "asks": _policy(
+        "question_id due_at sent_at answered_at reminders last_reminded_at skipped", _LINK
+    ),
+    "question_mails": _policy(
+        "kind question_id status created_at sent_at last_error",
+        "id person_id followup_id attempts lease_until",
+        key="an idempotency key made of the kind and row ids, repeated in other columns",
+    ),
+    "followups": _policy(
+        "question_id post_id promise_post_id due_date created_at resolved_post_id resolved_at",
+        "id promised_by_id",
+    ),
 }
 
 PROFILE_FIELDS = ("name", "department", "active", "created_at")
@@ -195,6 +218,7 @@ PREFERENCE_FIELDS = (
     "digest_hour",
     "digest_weekdays_only",
     "daily_summary",
+    "away_until",
 )
 
 
@@ -588,6 +612,20 @@ def export_person(session: Session, email: str, *, now: datetime | None = None) 
         ],
         "bounce_state": _pick(bounce, "bounce_states") if bounce is not None else None,
         "digests": [_pick(d, "digests") for d in rows(Digest, Digest.person_id == pid)],
+        "questions_asked": [
+            _pick(q, "questions") for q in rows(Question, Question.asker_id == pid)
+        ],
+        "question_viewer_of": [
+            _pick(v, "question_viewers")
+            for v in rows(QuestionViewer, QuestionViewer.person_id == pid)
+        ],
+        "asks": [_pick(a, "asks") for a in rows(Ask, Ask.person_id == pid)],
+        "question_mails": [
+            _pick(m, "question_mails") for m in rows(QuestionMail, QuestionMail.person_id == pid)
+        ],
+        "followups_promised": [
+            _pick(f, "followups") for f in rows(Followup, Followup.promised_by_id == pid)
+        ],
         "notices": [
             _pick(n, "notices") for n in rows(Notice, _lower_in(Notice.address, addresses))
         ],
@@ -680,6 +718,9 @@ def erase_person(
         ("mutes", Mute, Mute.person_id == pid),
         ("follows", Follow, Follow.person_id == pid),
         ("digests", Digest, Digest.person_id == pid),
+        ("asks", Ask, Ask.person_id == pid),
+        ("question_mails", QuestionMail, QuestionMail.person_id == pid),
+        ("question_viewers", QuestionViewer, QuestionViewer.person_id == pid),
         ("bounce_states", BounceState, BounceState.person_id == pid),
         ("memberships", Membership, Membership.person_id == pid),
         ("allowed_posters", AllowedPoster, AllowedPoster.person_id == pid),
@@ -722,6 +763,10 @@ def erase_person(
     session.execute(
         update(Discussion).where(Discussion.started_by_id == pid).values(started_by_id=None)
     )
+    session.execute(update(Question).where(Question.asker_id == pid).values(asker_id=None))
+    session.execute(
+        update(Followup).where(Followup.promised_by_id == pid).values(promised_by_id=None)
+    )
     for _, model, where in targets:
         session.execute(delete(model).where(where))
     counts["raw_mentions_scrubbed"] = _scrub_raws(session, raws, kept_raw_ids, scrub)
@@ -757,6 +802,7 @@ TOMBSTONE: dict[str, Any] = {
     "digest_hour": 8,
     "digest_weekdays_only": False,
     "daily_summary": False,
+    "away_until": None,
 }
 
 

@@ -299,6 +299,8 @@ class GatewayHandler:
             except TokenError:
                 return replies.BAD_REPLY_ADDRESS
             return None
+        if recipient.kind is AddressKind.ASK:
+            return None
         try:
             state = await self._list_state(recipient.value)
         except Exception:  # noqa: BLE001 - database down: let the relay retry

@@ -16,6 +16,7 @@ from mailgate.settings import Settings, load_settings
 
 QUEUES = ("ingest", "outbound", "digests", "notices", "maintenance")
 DIGEST_TICK_SECONDS = 300.0
+QUESTIONS_TICK_SECONDS = 60.0
 SWEEP_SECONDS = 15.0
 VISIBILITY_TIMEOUT = 3600  # longer than any task run or retry delay (CEL-03)
 MAX_RETRY_DELAY = 600
@@ -43,10 +44,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "mailgate.sweep": {"queue": "maintenance"},
             "mailgate.digest_tick": {"queue": "maintenance"},
             "mailgate.digests": {"queue": "digests"},
+            "mailgate.questions_tick": {"queue": "maintenance"},
+            "mailgate.send_question_mails": {"queue": "outbound"},
         },
         "beat_schedule": {
             "sweep": {"task": "mailgate.sweep", "schedule": SWEEP_SECONDS},
             "digests": {"task": "mailgate.digest_tick", "schedule": DIGEST_TICK_SECONDS},
+            "questions": {"task": "mailgate.questions_tick", "schedule": QUESTIONS_TICK_SECONDS},
         },
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
         "worker_hijack_root_logger": False,

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from digests.questions import QuestionMailSettings
 from digests.sending import DigestMail
 from mailgate.copies import CopySettings, DkimKey
 from mailgate.db import make_engine, make_sessionmaker
@@ -70,6 +71,11 @@ def digest_mail() -> DigestMail:
     return DigestMail(
         domain=settings.domain, secret=settings.secret_key, base_url=settings.base_url
     )
+
+
+@lru_cache(maxsize=1)
+def question_mail() -> QuestionMailSettings:
+    return QuestionMailSettings(domain=settings.domain, secret=settings.secret_key)
 
 
 @lru_cache(maxsize=1)

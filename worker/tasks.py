@@ -7,13 +7,16 @@ timeout (CEL-03, CEL-05). Everything else is the service's to record.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
 
+from digests.questions import BATCH as QUESTION_BATCH
+from digests.questions import SEND_TASK as QUESTION_SEND_TASK
+from digests.questions import pending_mail_ids, send_question_mails, tick
 from digests.sending import BATCH as DIGEST_BATCH
 from digests.sending import due_now, send_digests
-from mailgate.db import unit_of_work
+from mailgate.db import read_only, unit_of_work
 from mailgate.delivery import BATCH_SIZE, SEND_TASK, due_deliveries, fan_out, send_batch
 from mailgate.ingest import run_ingest_batch
 from mailgate.models import utcnow
@@ -30,6 +33,8 @@ KNOWN_TASKS = (
     "mailgate.send",
     "mailgate.digest_tick",
     "mailgate.digests",
+    "mailgate.questions_tick",
+    "mailgate.send_question_mails",
 )
 RETRY = {
     "retry_backoff": True,
@@ -116,3 +121,36 @@ def digests(batch: list[list[object]]) -> None:
     """Build and send the digests of one batch of (person id, local date)."""
     due = [(int(str(pid)), date.fromisoformat(str(day))) for pid, day in batch]
     send_digests(runtime.session_factory(), due, mail=runtime.digest_mail(), relay=runtime.mailer())
+
+
+@app.task(name="mailgate.questions_tick", autoretry_for=(OperationalError,), max_retries=3)
+def questions_tick(now: str | None = None) -> dict[str, int]:
+    """The questions scheduler step (beat, every minute; and right after a question is
+    created or answered): prompts, asks, reminders, summaries, follow-ups. ``now`` lets
+    an operator (or a test) run the step for a given instant."""
+    return run_questions_tick(datetime.fromisoformat(now) if now else None)
+
+
+def run_questions_tick(now: datetime | None = None) -> dict[str, int]:
+    now = now or utcnow()
+    factory = runtime.session_factory()
+    with unit_of_work(factory) as session:
+        counts = tick(session, now, runtime.settings.domain)
+    with read_only(factory) as session:
+        ids = pending_mail_ids(session, now)
+    stamp = now.isoformat()
+    for start in range(0, len(ids), QUESTION_BATCH):
+        runtime.publish(QUESTION_SEND_TASK, [ids[start : start + QUESTION_BATCH], stamp])
+    return {**counts, "published": len(ids)}
+
+
+@app.task(name="mailgate.send_question_mails", autoretry_for=(OperationalError,), **RETRY)
+def send_questions(mail_ids: list[int], now: str | None = None) -> None:
+    """One batch of question mails (asks, reminders, summaries) over one connection."""
+    send_question_mails(
+        runtime.session_factory(),
+        mail_ids,
+        relay=runtime.mailer(),
+        settings=runtime.question_mail(),
+        now=datetime.fromisoformat(now) if now else None,
+    )

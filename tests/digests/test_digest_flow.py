@@ -12,6 +12,7 @@ import os
 import smtplib
 import time
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import event, select, update
@@ -20,7 +21,7 @@ from digests.gather import gather
 from digests.sending import DigestMail, due_now, send_digests
 from mailgate.db import unit_of_work
 from mailgate.ingest import IngestContext, run_ingest
-from mailgate.models import Digest, Mute, Notice, Post, RawMessage
+from mailgate.models import Digest, Mute, Notice, Person, Post, RawMessage
 from tests.conftest import DOMAIN, SECRET, free_port
 from tests.worker.conftest import REDIS_URL, redis_available, wait_for
 from worker.mailer import SmtpMailer
@@ -222,6 +223,9 @@ def test_scheduler_step_through_a_real_worker_on_redis(  # type: ignore[no-untyp
     # The scheduler runs on the real clock: make the posts from the last hour.
     with unit_of_work(session_factory) as s:
         s.execute(update(Post).values(created_at=datetime.now(UTC) - timedelta(hours=1)))
+        # Due now whatever the time of day: the digest hour is the reader's current hour.
+        berlin_hour = datetime.now(ZoneInfo("Europe/Berlin")).hour
+        s.execute(update(Person).values(digest_hour=berlin_hour, digest_weekdays_only=False))
     env = {
         **mailgate_env,
         "MAILGATE_BROKER_URL": REDIS_URL,
