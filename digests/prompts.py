@@ -60,7 +60,7 @@ def parse_schedule(text: str) -> PromptSchedule:
         raise PromptError(f"schedule {text!r}: use a weekday and a time, e.g. 'monday 09:30'")
     day_text, time_text = parts
     day_text = day_text.rstrip("s") if day_text.rstrip("s") in WEEKDAYS else day_text
-    matches = [i for i, name in enumerate(WEEKDAYS) if name.startswith(day_text[:3])]
+    matches = [i for i, name in enumerate(WEEKDAYS) if name.startswith(day_text)]
     if len(day_text) < 3 or len(matches) != 1:
         raise PromptError(f"schedule {text!r}: unknown weekday {day_text!r}")
     hour_text, _, minute_text = time_text.partition(":")

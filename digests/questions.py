@@ -191,8 +191,11 @@ def summary_recipients(session: Session, question: Question) -> list[int]:
     lfacts = questions.list_facts(ml)
     candidates = set(facts.viewers)
     if facts.open:
+        # Everyone asked; not those skipped (on leave when it was asked).
         candidates |= set(
-            session.scalars(select(Ask.person_id).where(Ask.question_id == question.id))
+            session.scalars(
+                select(Ask.person_id).where(Ask.question_id == question.id, Ask.skipped == "")
+            )
         )
     people = session.scalars(select(Person).where(Person.id.in_(candidates))).all()
     allowed = [

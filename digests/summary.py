@@ -97,8 +97,14 @@ def summarise(answers: Sequence[AnswerFacts], *, asked: int, view: AnswerView) -
             )
         )
     groups.sort(key=lambda g: (g.name == OTHER_TEAMS, -g.count, g.name))
+    # A poll counts people: someone who says "Yes" twice is one "Yes".
     short = Counter(
-        _short_key(a.text) for a in answers if len(" ".join(a.text.split())) <= SHORT_ANSWER
+        key
+        for key, _author in {
+            (_short_key(a.text), a.author_id)
+            for a in answers
+            if len(" ".join(a.text.split())) <= SHORT_ANSWER
+        }
     )
     labels: dict[str, str] = {}
     for a in answers:

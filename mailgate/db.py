@@ -97,7 +97,9 @@ def insert_ignoring_duplicates(session: Session, model: Any, values: list[dict[s
         from sqlalchemy.dialects import sqlite
 
         statement = sqlite.insert(model).on_conflict_do_nothing()
-    result = session.execute(statement, values)
+    # One row as parameters, not a one-item list: an executemany reports no rowcount on
+    # some drivers, and callers log how many rows were new.
+    result = session.execute(statement, values[0] if len(values) == 1 else values)
     return int(getattr(result, "rowcount", 0) or 0)
 
 

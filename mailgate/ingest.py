@@ -288,8 +288,13 @@ def store_post(
     person: Person | None,
     token_discussion: Discussion | None,
     facts: dict[str, Any],
+    *,
+    token_parent: int | None = None,
 ) -> Outcome:
-    """Thread, deduplicate and store one post (also used to release a held post)."""
+    """Thread, deduplicate and store one post (also used to release a held post).
+
+    ``token_parent`` is the post a reply through a reply address answers when the mail
+    names none (default: the discussion's latest post; for a question, the question)."""
     msg = reading.msg
     assert reading.body is not None
     key = message_key(msg.message_id, row.raw)
@@ -307,8 +312,7 @@ def store_post(
     if existing is not None:
         return Outcome(shown, RawStatus.PROCESSED, "duplicate", {**facts, "post": existing})
     known = {m.message_id: KnownPost(m.id, m.discussion_id) for m in matches}
-    token_parent = None
-    if token_discussion is not None:
+    if token_discussion is not None and token_parent is None:
         token_parent = session.scalar(
             select(Post.id)
             .where(Post.discussion_id == token_discussion.id)
@@ -437,7 +441,11 @@ def _answer(
     if decision.verdict is not access.Verdict.ALLOW:
         return _refuse(session, row, reading, ctx, shown, decision.reason, facts)
     discussion = session.get_one(Discussion, question.discussion_id)
-    return store_post(session, row, reading, ctx, shown, ml, person, discussion, facts)
+    # An answer without In-Reply-To answers the question, not the latest answer.
+    first = questions.first_post_id(session, discussion.id)
+    return store_post(
+        session, row, reading, ctx, shown, ml, person, discussion, facts, token_parent=first
+    )
 
 
 def _note_away(

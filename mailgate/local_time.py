@@ -12,7 +12,6 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_SECOND = timedelta(seconds=1)
 WORKDAY_START = time(9, 0)  # questions arrive in working hours, local time
 WORKDAY_END = time(17, 0)
 
@@ -45,14 +44,16 @@ def first_instant_at(day: date, hour: int, zone: tzinfo, minute: int = 0) -> dat
         return min(t for t in (early, late) if _wall(t, zone) == wall)
     # Skipped: the transition lies in (late, early]; wall times before it are below
     # ``wall`` and after it above, so bisect on whole seconds (tz data has no finer).
-    low, high = min(early, late), max(early, late)
-    while high - low > _SECOND:
-        middle = low + (high - low) // 2
-        if _wall(middle, zone) >= wall:
+    # Integer seconds since the epoch: halving a timedelta would wander into microseconds.
+    low = int(min(early, late).timestamp())
+    high = int(max(early, late).timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall(datetime.fromtimestamp(middle, UTC), zone) >= wall:
             high = middle
         else:
             low = middle
-    return high
+    return datetime.fromtimestamp(high, UTC)
 
 
 def next_sensible_time(
@@ -67,9 +68,13 @@ def next_sensible_time(
     if local.weekday() < 5 and start <= local.time() < end:
         return now.astimezone(UTC)
     day = local.date() if local.time() < start else local.date() + timedelta(days=1)
-    while day.weekday() >= 5:
+    while True:
+        if day.weekday() < 5:
+            instant = first_instant_at(day, start.hour, tz, start.minute)
+            # A day a zone skipped entirely (Samoa, 2011-12-30) lands on the next one.
+            if instant.astimezone(tz).date() == day:
+                return instant
         day += timedelta(days=1)
-    return first_instant_at(day, start.hour, tz, start.minute)
 
 
 def local_date(now: datetime, zone_name: str) -> date:
