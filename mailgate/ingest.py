@@ -20,9 +20,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -122,6 +122,11 @@ def message_key(message_id: str | None, raw: bytes) -> str:
         return hashlib.sha256(message_id.strip().lower().encode()).hexdigest()
     return hashlib.sha256(b"raw:" + raw).hexdigest()
 
+
+# Tables for Core statements on the hot path (see store_post).
+_POSTS = cast(Table, Post.__table__)
+_DISCUSSIONS = cast(Table, Discussion.__table__)
+_OUTBOX = cast(Table, OutboxEntry.__table__)
 
 _RAW_COLUMNS = (
     RawMessage.id,
@@ -300,12 +305,17 @@ def store_post(
     key = message_key(msg.message_id, row.raw)
     wanted = referenced_ids(msg.in_reply_to, msg.references)[:50]
     # One query answers both "is this a duplicate?" and "which posts does it cite?".
-    matches = session.execute(
-        select(Post.id, Post.discussion_id, Post.message_id, Post.message_key).where(
-            Post.list_id == ml.id,
-            or_(Post.message_key == key, Post.message_id.in_(wanted))
+    # Core statements on the session's connection: the ORM's bulk-insert and result
+    # machinery cost more per post than the SQL itself (bench/ingest). Nothing here
+    # needs the identity map.
+    conn = session.connection()
+    posts = _POSTS.c
+    matches = conn.execute(
+        select(posts.id, posts.discussion_id, posts.message_id, posts.message_key).where(
+            posts.list_id == ml.id,
+            or_(posts.message_key == key, posts.message_id.in_(wanted))
             if wanted
-            else Post.message_key == key,
+            else posts.message_key == key,
         )
     ).all()
     existing = next((m.id for m in matches if m.message_key == key), None)
@@ -313,10 +323,10 @@ def store_post(
         return Outcome(shown, RawStatus.PROCESSED, "duplicate", {**facts, "post": existing})
     known = {m.message_id: KnownPost(m.id, m.discussion_id) for m in matches}
     if token_discussion is not None and token_parent is None:
-        token_parent = session.scalar(
-            select(Post.id)
-            .where(Post.discussion_id == token_discussion.id)
-            .order_by(Post.id.desc())
+        token_parent = conn.scalar(
+            select(posts.id)
+            .where(posts.discussion_id == token_discussion.id)
+            .order_by(posts.id.desc())
             .limit(1)
         )
     choice = assign_thread(
@@ -335,8 +345,8 @@ def store_post(
     # costs more per post than the statements (bench/ingest).
     now = ctx.now()
     if choice.discussion_id is None:
-        discussion_id = session.scalars(
-            insert(Discussion).returning(Discussion.id),
+        discussion_id = conn.execute(
+            insert(_DISCUSSIONS).returning(_DISCUSSIONS.c.id),
             [
                 {
                     "list_id": ml.id,
@@ -347,18 +357,18 @@ def store_post(
                     "closed": False,
                 }
             ],
-        ).one()
+        ).scalar_one()
     else:
         discussion_id = choice.discussion_id
-        session.execute(
-            update(Discussion).where(Discussion.id == discussion_id).values(last_post_at=now)
+        conn.execute(
+            update(_DISCUSSIONS).where(_DISCUSSIONS.c.id == discussion_id).values(last_post_at=now)
         )
     message_id = _storable(msg.message_id or f"mailgate.{row.id}.{key[:16]}@{ctx.domain}")
     # A concurrent worker storing the same Message-ID for this list makes this insert
     # raise IntegrityError; run_ingest then runs the message again and the duplicate
     # check above answers (DUR-02). Cheaper than a SAVEPOINT on every post.
-    post_id = session.scalars(
-        insert(Post).returning(Post.id),
+    post_id = conn.execute(
+        insert(_POSTS).returning(posts.id),
         [
             {
                 "discussion_id": discussion_id,
@@ -374,7 +384,7 @@ def store_post(
                 "created_at": now,
             }
         ],
-    ).one()
+    ).scalar_one()
     for attachment in reading.body.attachments:
         session.add(
             StoredAttachment(
@@ -386,8 +396,8 @@ def store_post(
             )
         )
     # Hand the post to outbound through the transactional outbox (DUR-03).
-    session.execute(
-        insert(OutboxEntry),
+    conn.execute(
+        insert(_OUTBOX),
         [
             {
                 "key": f"fanout:{post_id}",

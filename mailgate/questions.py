@@ -19,8 +19,9 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, insert, or_, select, true, update
+from sqlalchemy import Table, func, insert, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from mailgate import access
@@ -126,7 +127,13 @@ def viewer(session: Session, ml: MailingList, person: Person | None) -> access.V
 
 
 def question_of_discussion(session: Session, discussion_id: int) -> Question | None:
-    return session.scalar(select(Question).where(Question.discussion_id == discussion_id))
+    # Asked for every reply (ingest) and every fan-out: a Core lookup of the id keeps the
+    # common "not a question" answer cheap; the entity is loaded only for questions.
+    table = cast(Table, Question.__table__)
+    qid = session.connection().scalar(
+        select(table.c.id).where(table.c.discussion_id == discussion_id)
+    )
+    return session.get(Question, qid) if qid is not None else None
 
 
 def answerer_ids(session: Session, question: Question, leaders: frozenset[int]) -> set[int]:
