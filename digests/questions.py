@@ -38,7 +38,7 @@ from digests.prompts import run_due_prompts
 from digests.summary import AnswerFacts, Summary, summarise
 from mailgate import access, questions
 from mailgate.addressing import reply_address
-from mailgate.db import unit_of_work
+from mailgate.db import read_only, unit_of_work
 from mailgate.local_time import local_date, next_sensible_time
 from mailgate.models import (
     Ask,
@@ -265,7 +265,7 @@ class QuestionMailSettings:
 
 
 def _answers(session: Session, question: Question, first_post: int) -> list[AnswerFacts]:
-    facts = questions.question_facts(session, question)
+    facts = questions.question_facts(session, question, count_answers=False)
     leaders = facts.viewers | ({question.asker_id} if question.asker_id else set())
     rows = session.execute(
         select(Post.author_id, Person.name, Person.department, Post.text, Post.created_at)
@@ -280,25 +280,67 @@ def _answers(session: Session, question: Question, first_post: int) -> list[Answ
     ]
 
 
-def mail_context(session: Session, mail: QuestionMail, person: Person) -> dict[str, Any]:
-    """Everything a question template needs, computed for this reader."""
-    question = session.get_one(Question, mail.question_id)
+@dataclass
+class _QuestionShared:
+    """What every mail of one question shares, loaded once per batch."""
+
+    question: Question
+    discussion: Discussion
+    ml: MailingList
+    first: Post
+    asker: Person | None
+    facts: access.QuestionFacts
+    list_facts: access.ListFacts
+    answers: list[AnswerFacts] | None = None
+    asked: int | None = None
+
+
+def _shared(
+    session: Session, question_id: int, cache: dict[int, _QuestionShared] | None
+) -> _QuestionShared:
+    if cache is not None and question_id in cache:
+        return cache[question_id]
+    question = session.get_one(Question, question_id)
     discussion = session.get_one(Discussion, question.discussion_id)
     ml = session.get_one(MailingList, question.list_id)
     first = session.scalars(
         select(Post).where(Post.discussion_id == discussion.id).order_by(Post.id).limit(1)
     ).one()
-    asker = session.get(Person, question.asker_id) if question.asker_id else None
-    facts = questions.question_facts(session, question)
-    view = access.answer_view(
-        facts, questions.list_facts(ml), questions.viewer(session, ml, person)
+    shared = _QuestionShared(
+        question=question,
+        discussion=discussion,
+        ml=ml,
+        first=first,
+        asker=session.get(Person, question.asker_id) if question.asker_id else None,
+        facts=questions.question_facts(session, question),
+        list_facts=questions.list_facts(ml),
     )
+    if cache is not None:
+        cache[question_id] = shared
+    return shared
+
+
+def mail_context(
+    session: Session,
+    mail: QuestionMail,
+    person: Person,
+    cache: dict[int, _QuestionShared] | None = None,
+) -> dict[str, Any]:
+    """Everything a question template needs, computed for this reader. A batch passes
+    ``cache`` so that what all readers of a question share is read once."""
+    shared = _shared(session, mail.question_id, cache)
+    question, first, facts = shared.question, shared.first, shared.facts
+    # Decided for this reader, at the last moment (PRIV-01).
+    reader = questions.viewer(session, shared.ml, person)
+    view = access.answer_view(facts, shared.list_facts, reader)
     summary: Summary | None = None
     if mail.kind == "summary":
-        asked = session.scalar(
-            select(func.count()).where(Ask.question_id == question.id, Ask.skipped == "")
-        )
-        summary = summarise(_answers(session, question, first.id), asked=asked or 0, view=view)
+        if shared.answers is None:
+            shared.asked = session.scalar(
+                select(func.count()).where(Ask.question_id == question.id, Ask.skipped == "")
+            )
+            shared.answers = _answers(session, question, first.id)
+        summary = summarise(shared.answers, asked=shared.asked or 0, view=view)
     followup = session.get(Followup, mail.followup_id) if mail.followup_id else None
     followup_post = session.get(Post, followup.post_id) if followup else None
     resolution = (
@@ -309,21 +351,26 @@ def mail_context(session: Session, mail: QuestionMail, person: Person) -> dict[s
     deadline = (
         question.deadline.astimezone(questions.zone(person.timezone)) if question.deadline else None
     )
-    ask = session.scalar(
-        select(Ask).where(Ask.question_id == question.id, Ask.person_id == person.id)
+    reminders = (
+        session.scalar(
+            select(Ask.reminders).where(Ask.question_id == question.id, Ask.person_id == person.id)
+        )
+        if mail.kind == "reminder"
+        else 0
     )
+    asker = shared.asker
     return {
         "name": person.name or person.primary_address,
         "asker": (asker.name or asker.primary_address) if asker else "Mailgate",
-        "subject": discussion.subject,
+        "subject": shared.discussion.subject,
         "question": first.text.strip(),
-        "audience": "everyone in the company" if question.company_wide else ml.name,
+        "audience": "everyone in the company" if question.company_wide else shared.ml.name,
         "prompt": question.kind is QuestionKind.PROMPT,
         "open": facts.open,
         "anonymous": question.anonymous,
         "threshold": access.ANONYMITY_THRESHOLD,
         "deadline": deadline.strftime("%A %d %B %Y, %H:%M") if deadline else "",
-        "reminder_number": ask.reminders if ask else 0,
+        "reminder_number": reminders or 0,
         "summary": summary,
         "is_asker": question.asker_id == person.id,
         "followup_due": followup.due_date if followup else "",
@@ -408,64 +455,54 @@ def send_question_mails(
     report = {"sent": 0, "failed": 0, "retry": 0}
     if not claimed:
         return report
-    with unit_of_work(factory) as session:
-        rendered: list[tuple[QuestionMail, str, bytes]] = []
+    # Compose with no write transaction open: on SQLite a writer holding the lock while
+    # rendering would stall every other worker (bench/questions).
+    rendered: list[tuple[int, str, bytes]] = []
+    outcomes: dict[int, tuple[str, str]] = {}
+    cache: dict[int, _QuestionShared] = {}
+    with read_only(factory) as session:
         for mail in session.scalars(
             select(QuestionMail).where(QuestionMail.id.in_(claimed)).order_by(QuestionMail.id)
         ):
             person = session.get_one(Person, mail.person_id)
             address = person.primary_address
             if not person.active or not address:
-                mail.status, mail.last_error = "failed", "no active address"
+                outcomes[mail.id] = ("failed", "no active address")
                 continue
-            question = session.get_one(Question, mail.question_id)
-            context = mail_context(session, mail, person)
-            rendered.append(
-                (
-                    mail,
-                    address,
-                    compose_question_mail(mail, person, question.discussion_id, context, settings),
-                )
-            )
-        try:
-            with relay.open() as connection:
-                for mail, address, message in rendered:
-                    result = connection.send("", [address], message)
-                    _record(mail, address, result.accepted, result.permanent, result.temporary)
-                    report[_outcome(mail)] += 1
-        except TransientRelayError as exc:
-            for mail, _address, _message in rendered:
-                if mail.status == "pending":
-                    mail.last_error = str(exc)[:400]
-                    mail.lease_until = now + _backoff(mail.attempts)
-                    report["retry"] += 1
-        log.info("question mails: %s", report)
+            context = mail_context(session, mail, person, cache)
+            discussion_id = cache[mail.question_id].question.discussion_id
+            message = compose_question_mail(mail, person, discussion_id, context, settings)
+            rendered.append((mail.id, address, message))
+    try:
+        with relay.open() as connection:
+            for mail_id, address, message in rendered:
+                result = connection.send("", [address], message)
+                if address in result.accepted:
+                    outcomes[mail_id] = ("sent", "")
+                elif address in result.permanent:
+                    outcomes[mail_id] = ("failed", result.permanent[address])
+                else:
+                    outcomes[mail_id] = ("retry", result.temporary.get(address, "no reply"))
+    except TransientRelayError as exc:
+        for mail_id, _address, _message in rendered:
+            outcomes.setdefault(mail_id, ("retry", str(exc)))
+    with unit_of_work(factory) as session:
+        for mail in session.scalars(
+            select(QuestionMail).where(QuestionMail.id.in_(list(outcomes)))
+        ):
+            outcome, error = outcomes[mail.id]
+            if outcome == "sent":
+                mail.status, mail.sent_at, mail.lease_until = "sent", utcnow(), None
+            elif outcome == "failed" or mail.attempts >= MAX_ATTEMPTS:
+                mail.status, mail.last_error = "failed", error[:400]
+                outcome = "failed"
+            else:
+                mail.last_error = error[:400]
+                mail.lease_until = now + _backoff(mail.attempts)
+            report[outcome] += 1
+    log.info("question mails: %s", report)
     return report
 
 
 def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(3600, 30 * 2 ** max(0, attempts - 1)))
-
-
-def _record(
-    mail: QuestionMail,
-    address: str,
-    accepted: Sequence[str],
-    permanent: dict[str, str],
-    temporary: dict[str, str],
-) -> None:
-    if address in accepted:
-        mail.status, mail.sent_at, mail.lease_until = "sent", utcnow(), None
-    elif address in permanent:
-        mail.status, mail.last_error = "failed", permanent[address][:400]
-    else:
-        error = temporary.get(address, "no reply")
-        mail.last_error = error[:400]
-        if mail.attempts >= MAX_ATTEMPTS:
-            mail.status = "failed"
-        else:
-            mail.lease_until = utcnow() + _backoff(mail.attempts)
-
-
-def _outcome(mail: QuestionMail) -> str:
-    return {"sent": "sent", "failed": "failed"}.get(mail.status, "retry")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,7 @@ from mailgate.reading import Reading, read_message
 from mailgate.senders import AuthVerdict, authenticate
 from mailgate.threads import KnownPost, assign_thread, base_subject, referenced_ids
 from mailgate.tokens import TokenError, TokenKind, read_token
+from mailgate.trace import without_own_trace
 
 log = logging.getLogger("mailgate.ingest")
 
@@ -81,7 +82,9 @@ class IngestContext:
     domain: str
     secrets: tuple[str, ...]
     authserv_ids: frozenset[str] = frozenset()
-    received_above: int = 0  # A-R must sit above the first Received (no gateway trace)
+    # Trusted A-R fields may sit under this many Received fields: our own trace (the
+    # gateway prepends one, SMTP-16) plus the relay hops settings.authres_hops allows.
+    received_above: int = 1
     dnsfunc: Callable[[bytes], bytes | None] | None = None
     now: Callable[[], datetime] = utcnow
 
@@ -120,13 +123,37 @@ def message_key(message_id: str | None, raw: bytes) -> str:
     """DUR-02's idempotency key: the normalised Message-ID, else the bytes' digest."""
     if message_id:
         return hashlib.sha256(message_id.strip().lower().encode()).hexdigest()
-    return hashlib.sha256(b"raw:" + raw).hexdigest()
+    # Without a Message-ID, the bytes as the client sent them (our trace field differs
+    # on every delivery, so a retry must not count as new).
+    return hashlib.sha256(b"raw:" + without_own_trace(raw)).hexdigest()
 
 
 # Tables for Core statements on the hot path (see store_post).
 _POSTS = cast(Table, Post.__table__)
 _DISCUSSIONS = cast(Table, Discussion.__table__)
 _OUTBOX = cast(Table, OutboxEntry.__table__)
+# Built once: constructing a statement (coercions, cache key) costs about as much as
+# running it on SQLite, and these run for every post.
+_SAME = select(
+    _POSTS.c.id, _POSTS.c.discussion_id, _POSTS.c.message_id, _POSTS.c.message_key
+).where(_POSTS.c.list_id == bindparam("list_id"), _POSTS.c.message_key == bindparam("key"))
+_CITED_OR_SAME = select(
+    _POSTS.c.id, _POSTS.c.discussion_id, _POSTS.c.message_id, _POSTS.c.message_key
+).where(
+    _POSTS.c.list_id == bindparam("list_id"),
+    or_(
+        _POSTS.c.message_key == bindparam("key"),
+        _POSTS.c.message_id.in_(bindparam("wanted", expanding=True)),
+    ),
+)
+_NEW_DISCUSSION = insert(_DISCUSSIONS).returning(_DISCUSSIONS.c.id)
+_TOUCH_DISCUSSION = (
+    update(_DISCUSSIONS)
+    .where(_DISCUSSIONS.c.id == bindparam("discussion_id"))
+    .values(last_post_at=bindparam("now"))
+)
+_NEW_POST = insert(_POSTS).returning(_POSTS.c.id)
+_NEW_OUTBOX = insert(_OUTBOX)
 
 _RAW_COLUMNS = (
     RawMessage.id,
@@ -309,14 +336,8 @@ def store_post(
     # machinery cost more per post than the SQL itself (bench/ingest). Nothing here
     # needs the identity map.
     conn = session.connection()
-    posts = _POSTS.c
     matches = conn.execute(
-        select(posts.id, posts.discussion_id, posts.message_id, posts.message_key).where(
-            posts.list_id == ml.id,
-            or_(posts.message_key == key, posts.message_id.in_(wanted))
-            if wanted
-            else posts.message_key == key,
-        )
+        _CITED_OR_SAME if wanted else _SAME, {"list_id": ml.id, "key": key, "wanted": wanted}
     ).all()
     existing = next((m.id for m in matches if m.message_key == key), None)
     if existing is not None:
@@ -324,9 +345,9 @@ def store_post(
     known = {m.message_id: KnownPost(m.id, m.discussion_id) for m in matches}
     if token_discussion is not None and token_parent is None:
         token_parent = conn.scalar(
-            select(posts.id)
-            .where(posts.discussion_id == token_discussion.id)
-            .order_by(posts.id.desc())
+            select(_POSTS.c.id)
+            .where(_POSTS.c.discussion_id == token_discussion.id)
+            .order_by(_POSTS.c.id.desc())
             .limit(1)
         )
     choice = assign_thread(
@@ -346,44 +367,38 @@ def store_post(
     now = ctx.now()
     if choice.discussion_id is None:
         discussion_id = conn.execute(
-            insert(_DISCUSSIONS).returning(_DISCUSSIONS.c.id),
-            [
-                {
-                    "list_id": ml.id,
-                    "subject": _storable(base_subject(msg.subject, ml.slug))[:998],
-                    "started_by_id": person.id if person else None,
-                    "created_at": now,
-                    "last_post_at": now,
-                    "closed": False,
-                }
-            ],
+            _NEW_DISCUSSION,
+            {
+                "list_id": ml.id,
+                "subject": _storable(base_subject(msg.subject, ml.slug))[:998],
+                "started_by_id": person.id if person else None,
+                "created_at": now,
+                "last_post_at": now,
+                "closed": False,
+            },
         ).scalar_one()
     else:
         discussion_id = choice.discussion_id
-        conn.execute(
-            update(_DISCUSSIONS).where(_DISCUSSIONS.c.id == discussion_id).values(last_post_at=now)
-        )
+        conn.execute(_TOUCH_DISCUSSION, {"discussion_id": discussion_id, "now": now})
     message_id = _storable(msg.message_id or f"mailgate.{row.id}.{key[:16]}@{ctx.domain}")
     # A concurrent worker storing the same Message-ID for this list makes this insert
     # raise IntegrityError; run_ingest then runs the message again and the duplicate
     # check above answers (DUR-02). Cheaper than a SAVEPOINT on every post.
     post_id = conn.execute(
-        insert(_POSTS).returning(posts.id),
-        [
-            {
-                "discussion_id": discussion_id,
-                "list_id": ml.id,
-                "author_id": person.id if person else None,
-                "parent_id": choice.parent_post_id,
-                "raw_id": row.id,
-                "message_id": message_id[:998],
-                "message_key": key,
-                "subject": _storable(msg.subject)[:998],
-                "text": _storable(reading.body.text),
-                "elided": _storable(reading.body.elided),
-                "created_at": now,
-            }
-        ],
+        _NEW_POST,
+        {
+            "discussion_id": discussion_id,
+            "list_id": ml.id,
+            "author_id": person.id if person else None,
+            "parent_id": choice.parent_post_id,
+            "raw_id": row.id,
+            "message_id": message_id[:998],
+            "message_key": key,
+            "subject": _storable(msg.subject)[:998],
+            "text": _storable(reading.body.text),
+            "elided": _storable(reading.body.elided),
+            "created_at": now,
+        },
     ).scalar_one()
     for attachment in reading.body.attachments:
         session.add(
@@ -397,15 +412,13 @@ def store_post(
         )
     # Hand the post to outbound through the transactional outbox (DUR-03).
     conn.execute(
-        insert(_OUTBOX),
-        [
-            {
-                "key": f"fanout:{post_id}",
-                "task": "mailgate.fanout",
-                "args": [post_id],
-                "created_at": now,
-            }
-        ],
+        _NEW_OUTBOX,
+        {
+            "key": f"fanout:{post_id}",
+            "task": "mailgate.fanout",
+            "args": [post_id],
+            "created_at": now,
+        },
     )
     facts.update(post=post_id, discussion=discussion_id)
     if choice.discussion_id is not None:
@@ -446,7 +459,8 @@ def _answer(
         is not None
     )
     viewer = access.Viewer(person.id, person.active) if person else access.Viewer(None)
-    decision = access.may_answer(questions.question_facts(session, question), viewer, asked=asked)
+    facts_q = questions.question_facts(session, question, count_answers=False)
+    decision = access.may_answer(facts_q, viewer, asked=asked)
     facts.update(decision=decision.reason, question_id=question.id)
     if decision.verdict is not access.Verdict.ALLOW:
         return _refuse(session, row, reading, ctx, shown, decision.reason, facts)

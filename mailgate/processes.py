@@ -10,15 +10,28 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
-from mailgate.settings import Settings
+from mailgate.settings import Settings, SettingsError
 
 log = logging.getLogger("mailgate.processes")
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The gateway's STARTTLS context, when a certificate is configured (SMTP-11)."""
+    if settings.tls_cert_file is None:
+        return None
+    if settings.tls_key_file is None:
+        raise SettingsError("MAILGATE_TLS_CERT is set but MAILGATE_TLS_KEY is not")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
 
 
 def serve(settings: Settings, *, ready: threading.Event | None = None) -> None:
@@ -53,6 +66,8 @@ def serve(settings: Settings, *, ready: threading.Event | None = None) -> None:
         port=settings.smtp_port,
         trusted_peers=settings.trusted_peers,
         server_name=settings.domain,
+        tls_context=tls_context(settings),
+        tls_for_loopback=settings.tls_for_loopback,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -48,6 +48,9 @@ class Settings:
     http_port: int
     dkim_key_file: Path | None = None  # PEM, 0600; signs outbound copies when set
     dkim_selector: str = "mailgate"
+    tls_cert_file: Path | None = None  # PEM chain: the gateway offers STARTTLS (SMTP-11)
+    tls_key_file: Path | None = None  # PEM, 0600
+    tls_for_loopback: bool = False  # require STARTTLS from loopback peers too
     send_lease_seconds: int = 300  # how long a claimed batch is a worker's (DUR-04)
     relay_rate: float = 0.0  # copies per second per worker process; 0 = no limit (LIM-07)
     verify_dkim: bool = True  # look up DKIM keys in DNS for privileged posts (SPOOF-03)
@@ -134,7 +137,7 @@ def load_secret(var_dir: Path) -> str:
     return secret
 
 
-def _key_file(value: str | None) -> Path | None:
+def _key_file(value: str | None, name: str = "MAILGATE_DKIM_KEY_FILE") -> Path | None:
     """A private key file must exist and be readable by its owner only (PRIV-07)."""
     if not value:
         return None
@@ -142,9 +145,18 @@ def _key_file(value: str | None) -> Path | None:
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError:
-        raise SettingsError(f"MAILGATE_DKIM_KEY_FILE: cannot read {path}") from None
+        raise SettingsError(f"{name}: cannot read {path}") from None
     if mode & 0o077:
-        raise SettingsError(f"MAILGATE_DKIM_KEY_FILE: {path} is readable by others (chmod 600)")
+        raise SettingsError(f"{name}: {path} is readable by others (chmod 600)")
+    return path
+
+
+def _cert_file(value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise SettingsError(f"MAILGATE_TLS_CERT: cannot read {path}")
     return path
 
 
@@ -203,6 +215,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         http_port=_int(env, "MAILGATE_HTTP_PORT", 8025, 0, 65535),
         dkim_key_file=_key_file(env.get("MAILGATE_DKIM_KEY_FILE")),
         dkim_selector=env.get("MAILGATE_DKIM_SELECTOR", "mailgate"),
+        tls_cert_file=_cert_file(env.get("MAILGATE_TLS_CERT")),
+        tls_key_file=_key_file(env.get("MAILGATE_TLS_KEY"), "MAILGATE_TLS_KEY"),
+        tls_for_loopback=env.get("MAILGATE_TLS_FOR_LOOPBACK", "no").lower() in {"yes", "1", "true"},
         send_lease_seconds=_int(env, "MAILGATE_SEND_LEASE", 300, 1, 3600),
         relay_rate=float(_int(env, "MAILGATE_RELAY_RATE", 0, 0, 1_000_000)),
         verify_dkim=env.get("MAILGATE_VERIFY_DKIM", "yes").lower() not in {"no", "0", "false"},

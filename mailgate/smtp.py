@@ -25,12 +25,15 @@ import ipaddress
 import logging
 import queue
 import re
+import secrets
+import ssl
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.controller import Controller
@@ -39,6 +42,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mailgate import replies
 from mailgate.addressing import AddressKind, decode_recipient, redact_address
 from mailgate.tokens import TokenError, TokenKind, read_token
+from mailgate.trace import SessionFacts, received_field
 
 log = logging.getLogger("mailgate.smtp")
 
@@ -336,6 +340,17 @@ class GatewayHandler:
         if refusal is not None:
             log.info("refused DATA from %s: %s", _peer(session), refusal[:9])
             return refusal
+        # Our own trace field on top of the stored copy (SMTP-16); limits above were
+        # checked on the bytes as the client sent them.
+        raw = (
+            received_field(
+                _session_facts(session),
+                by=server.hostname,
+                queue_id=secrets.token_hex(6),
+                now=datetime.now(UTC),
+            )
+            + raw
+        )
         message = Accepted(
             raw=raw,
             mail_from=envelope.mail_from or "",
@@ -362,6 +377,23 @@ def _printable(address: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
+def _session_facts(session: Session) -> SessionFacts:
+    version = cipher = None
+    ssl_extra = getattr(session, "ssl", None)
+    if ssl_extra:
+        ssl_object = ssl_extra.get("ssl_object")
+        if ssl_object is not None:
+            version = ssl_object.version()
+            cipher = (ssl_object.cipher() or ("",))[0]
+    return SessionFacts(
+        peer=_peer(session),
+        helo=session.host_name or "",
+        esmtp=bool(session.extended_smtp),
+        tls_version=version,
+        tls_cipher=cipher,
+    )
+
+
 def _peer(session: Session) -> str:
     peer = session.peer
     if isinstance(peer, tuple) and peer:
@@ -374,7 +406,14 @@ def _peer(session: Session) -> str:
 
 # Enhanced codes (RFC 3463) for aiosmtpd's bare permanent errors: 500 syntax, 501 bad
 # arguments, 502/503 command not available here / out of sequence, 552 too big.
-_ENHANCED = {"500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "552": "5.3.4"}
+_ENHANCED = {
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "530": "5.7.0",  # must issue STARTTLS first (RFC 3207 §4)
+    "552": "5.3.4",
+}
 _HAS_ENHANCED_RE = re.compile(r"[245]\.\d{1,3}\.\d{1,3} ")
 
 
@@ -385,9 +424,12 @@ class GatewaySMTP(SMTP):
     gets ``554 5.7.1`` in place of the 220 greeting and the connection is closed.
     """
 
-    def __init__(self, *args: Any, trusted: Sequence[Any], **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, trusted: Sequence[Any], tls_for_loopback: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._trusted = trusted
+        self._tls_for_loopback = tls_for_loopback
 
     async def push(self, status: AnyStr) -> None:
         # aiosmtpd's own refusals carry no enhanced status code, but we advertise
@@ -409,7 +451,18 @@ class GatewaySMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
+        if self.tls_context is not None:
+            # SMTP-11: with a certificate configured, every peer but loopback (a local
+            # MTA or a test) must say STARTTLS first; aiosmtpd then answers 530.
+            self.require_starttls = self._tls_for_loopback or not _is_loopback(host)
         await super()._handle_client()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def trusted_networks(peers: Sequence[str]) -> list[Any]:
@@ -437,8 +490,11 @@ class GatewayController(Controller):
         port: int,
         trusted_peers: Sequence[str],
         server_name: str,
+        tls_context: ssl.SSLContext | None = None,
+        tls_for_loopback: bool = False,
     ) -> None:
         self._trusted = trusted_networks(trusted_peers)
+        self._tls_for_loopback = tls_for_loopback
         # aiosmtpd logs every command line at INFO ("RCPT TO:<reply+TOKEN@…>"); tokens
         # must never reach a log (PRIV-08), so its logger only passes warnings.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -452,10 +508,18 @@ class GatewayController(Controller):
             server_hostname=server_name,
             ident="Mailgate",
             timeout=300,
+            tls_context=tls_context,
+            # Never AUTH: peers are authorised by address, not by password.
+            auth_require_tls=True,
         )
 
     def factory(self) -> SMTP:
-        return GatewaySMTP(self.handler, trusted=self._trusted, **self.SMTP_kwargs)
+        return GatewaySMTP(
+            self.handler,
+            trusted=self._trusted,
+            tls_for_loopback=self._tls_for_loopback,
+            **self.SMTP_kwargs,
+        )
 
     def stop(self, no_assert: bool = False) -> None:
         super().stop(no_assert=no_assert)

@@ -46,7 +46,7 @@ def ingest_context() -> IngestContext:
         domain=settings.domain,
         secrets=(settings.secret_key,),
         authserv_ids=settings.authserv_ids,
-        received_above=settings.authres_hops,
+        received_above=1 + settings.authres_hops,  # our own Received, then the relay's
         dnsfunc=dns_txt if settings.verify_dkim else None,
     )
 

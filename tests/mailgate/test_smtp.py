@@ -31,6 +31,7 @@ from mailgate.models import RawMessage
 from mailgate.smtp import Accepted, Limits, check_shape, header_block, is_trusted
 from mailgate.smtp import trusted_networks as networks
 from mailgate.tokens import TokenKind, make_token
+from mailgate.trace import without_own_trace
 from tests.conftest import DOMAIN, SECRET
 
 ALICE = "alice@corp.example"
@@ -379,7 +380,7 @@ def test_streaming_over_the_limit_is_refused_after_the_dot_and_not_stored(
         assert reply_text(refused) == "552 5.3.4 Message too big (limit 20000 bytes)"
         # The session goes on: the next transaction on the same connection is fine.
         queued_id(transaction(smtp, message()))
-    assert [r.raw for r in stored(session_factory)] == [message()]
+    assert [without_own_trace(r.raw) for r in stored(session_factory)] == [message()]
 
 
 EIGHT_BIT_BODY = (
@@ -402,8 +403,8 @@ def test_eight_bit_body_is_stored_byte_identical(
     raw_id = queued_id(send(gateway, raw, options=options))
     [row] = stored(session_factory)
     assert row.id == raw_id
-    assert row.raw == raw  # FMT-01: the archive is the exact bytes received
-    assert row.sha256 == hashlib.sha256(raw).hexdigest()  # SMTP-09
+    assert without_own_trace(row.raw) == raw  # FMT-01: the archive is the exact bytes received
+    assert row.sha256 == hashlib.sha256(row.raw).hexdigest()  # SMTP-09: of the stored copy
     assert row.message_id == "<CAF=4711.green@mail.corp.example>"
 
 
@@ -428,7 +429,7 @@ def test_smtputf8_sender_and_headers_are_accepted_and_stored(
         queued_id(smtp.data(raw))
     [row] = stored(session_factory)
     assert row.mail_from == sender  # SMTP-10: the UTF-8 address round-trips
-    assert row.raw == raw
+    assert without_own_trace(row.raw) == raw
     assert "From: Jöran Ågren <jöran@exämple.test>".encode() in row.raw
 
 
@@ -444,7 +445,7 @@ def test_overlong_data_line_gets_500_and_rset_works(
         assert reply_text(refused) == "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
         assert smtp.rset()[0] == 250
         queued_id(transaction(smtp, message()))
-    assert [r.raw for r in stored(session_factory)] == [message()]
+    assert [without_own_trace(r.raw) for r in stored(session_factory)] == [message()]
 
 
 def test_overlong_command_line_gets_500(gateway: Any, lists: Any) -> None:
@@ -656,7 +657,7 @@ def test_storage_failure_answers_451_then_recovers_with_one_row(
     inbox.down = False  # the relay retries the same message once storage is back
     raw_id = queued_id(send(gw, raw))
     [row] = stored(session_factory)
-    assert (row.id, row.raw) == (raw_id, raw)
+    assert (row.id, without_own_trace(row.raw)) == (raw_id, raw)
     assert eventually(lambda: bool(inbox.published))
     assert inbox.published == [raw_id]
 
@@ -676,7 +677,9 @@ def test_reply_250_comes_after_the_commit(
     gw = gateway_factory(after_commit=after_commit)
     raw = message()
     raw_id = queued_id(send(gw, raw))
-    assert seen == [(raw_id, raw, hashlib.sha256(raw).hexdigest())]
+    [(seen_id, stored_raw, digest)] = seen
+    assert (seen_id, without_own_trace(stored_raw)) == (raw_id, raw)
+    assert digest == hashlib.sha256(stored_raw).hexdigest()
 
 
 class GatedInbox(SqlInbox):
@@ -973,3 +976,21 @@ MAILISH = st.lists(
 def test_check_shape_never_raises(raw: bytes, limits: Limits) -> None:
     result = check_shape(raw, limits)
     assert result is None or result[:3] in {"552", "554"}
+
+
+def test_our_received_trace_is_the_first_header_of_the_stored_copy(  # type: ignore[no-untyped-def]
+    gateway: Any, lists: Any, session_factory: sessionmaker[Session]
+) -> None:
+    """SMTP-16: the stored copy starts with our own Received naming the peer's IP and
+    HELO; a HELO trying to inject a header stays on our one line."""
+    raw = message()
+    with gateway.smtp() as smtp:
+        smtp.ehlo("mx1.corp.example;(X-Injected: yes)")
+        smtp.sendmail("alice@corp.example", [f"eng@{DOMAIN}"], raw)
+    [row] = stored(session_factory)
+    first, _, rest = row.raw.partition(b"\r\n\t")
+    # The client's HELO keeps only host-name characters: no comment, no "; date" of its own.
+    assert first == first.split(b" ([")[0] + b" ([127.0.0.1])"
+    assert first.startswith(b"Received: from mx1.corp.exampleX-Injected:yes")
+    assert rest.startswith(f"by {DOMAIN} (Mailgate) with ESMTP id ".encode())
+    assert without_own_trace(row.raw) == raw
