@@ -275,7 +275,11 @@ class OutboxEntry(Base):
     """Transactional outbox (DUR-03): work to publish once the transaction commits."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "published_at", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "published_at", "id"),
+        # The sweeper's "published but never done" probe (mailgate.outbox).
+        Index("ix_outbox_unfinished", "task", "done_at", "published_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)  # e.g. ingest:42

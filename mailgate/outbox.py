@@ -112,3 +112,59 @@ def requeue_stale_inbound(
             break
         published += len(batch)
     return published
+
+
+# Tasks whose completion is recorded on their outbox row (``done_at``): for these the
+# row itself is the only trace of the work, so a message lost with a killed worker
+# (acked late but the broker's redelivery is an hour away, or the filesystem broker's
+# delete-on-read) would otherwise be lost for good (DUR-07, found by
+# tests/reliability/test_worker_kills.py). Sends and ingest have their own rows to sweep.
+TRACKED_TASKS = ("mailgate.fanout", "mailgate.send_notice")
+
+
+def mark_done(session: Session, key: str, now: datetime | None = None) -> None:
+    """Record in the caller's transaction that the work behind outbox row ``key`` is done."""
+    session.execute(
+        update(OutboxEntry)
+        .where(OutboxEntry.key == key, OutboxEntry.done_at.is_(None))
+        .values(done_at=now or utcnow())
+    )
+
+
+def republish_unfinished(
+    factory: sessionmaker[Session],
+    publish: Publish,
+    *,
+    older_than: timedelta = timedelta(seconds=30),
+    limit: int = 500,
+    now: datetime | None = None,
+) -> int:
+    """Publish again tracked work published ``older_than`` ago and still not done; its
+    ``published_at`` moves on, so each row is retried at most once per period."""
+    stamp = now or utcnow()
+    with unit_of_work(factory) as session:
+        rows = session.execute(
+            select(OutboxEntry.id, OutboxEntry.task, OutboxEntry.args)
+            .where(
+                OutboxEntry.task.in_(TRACKED_TASKS),
+                OutboxEntry.done_at.is_(None),
+                OutboxEntry.published_at < stamp - older_than,
+            )
+            .order_by(OutboxEntry.id)
+            .limit(limit)
+        ).all()
+    sent: list[int] = []
+    for row_id, task, args in rows:
+        try:
+            publish(task, args)
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+            log.warning("broker unavailable (%s) while re-publishing", type(exc).__name__)
+            break
+        sent.append(row_id)
+    if sent:
+        with unit_of_work(factory) as session:
+            session.execute(
+                update(OutboxEntry).where(OutboxEntry.id.in_(sent)).values(published_at=stamp)
+            )
+        log.info("re-published %d unfinished task(s)", len(sent))
+    return len(sent)

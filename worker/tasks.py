@@ -21,7 +21,12 @@ from mailgate.delivery import BATCH_SIZE, SEND_TASK, due_deliveries, fan_out, se
 from mailgate.ingest import run_ingest_batch
 from mailgate.models import utcnow
 from mailgate.notices import deliver_notice
-from mailgate.outbox import publish_outbox, requeue_stale_inbound
+from mailgate.outbox import (
+    mark_done,
+    publish_outbox,
+    republish_unfinished,
+    requeue_stale_inbound,
+)
 from worker import runtime
 from worker.app import MAX_RETRY_DELAY, app
 from worker.mailer import TransientRelayError
@@ -58,6 +63,7 @@ def ingest(raw_ids: list[int]) -> None:
 def send_notice(notice_id: int) -> None:
     with unit_of_work(runtime.session_factory()) as session:
         deliver_notice(session, notice_id, runtime.mailer(), runtime.settings.domain)
+        mark_done(session, f"notice:{notice_id}")
 
 
 @app.task(name="mailgate.fanout", autoretry_for=(OperationalError,), **RETRY)
@@ -65,6 +71,7 @@ def fanout(post_id: int) -> None:
     """Delivery rows for a post, then its send tasks (through the outbox)."""
     with unit_of_work(runtime.session_factory()) as session:
         fan_out(session, post_id)
+        mark_done(session, f"fanout:{post_id}")  # in the same transaction as the rows
     publish_outbox(runtime.session_factory(), runtime.publish, known_tasks=KNOWN_TASKS)
 
 
@@ -92,6 +99,7 @@ def sweep_once() -> dict[str, int]:
     factory = runtime.session_factory()
     inbound = requeue_stale_inbound(factory, runtime.publish)
     outbox = publish_outbox(factory, runtime.publish, known_tasks=KNOWN_TASKS)
+    outbox += republish_unfinished(factory, runtime.publish)
     # A pending copy whose task the broker lost is re-sent after a lease's length (at
     # most a minute): long enough not to race a task that is merely queued.
     lease = runtime.settings.send_lease_seconds
