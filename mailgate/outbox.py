@@ -48,6 +48,13 @@ def publish_outbox(
             .order_by(OutboxEntry.id)
             .limit(limit)
         ).all()
+    return _publish_rows(factory, publish, rows, stamp)
+
+
+def _publish_rows(
+    factory: sessionmaker[Session], publish: Publish, rows: Sequence[Any], stamp: datetime
+) -> int:
+    """Publish (id, task, args) rows in order until the broker fails; stamp those sent."""
     sent: list[int] = []
     for row_id, task, args in rows:
         try:
@@ -153,18 +160,7 @@ def republish_unfinished(
             .order_by(OutboxEntry.id)
             .limit(limit)
         ).all()
-    sent: list[int] = []
-    for row_id, task, args in rows:
-        try:
-            publish(task, args)
-        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-            log.warning("broker unavailable (%s) while re-publishing", type(exc).__name__)
-            break
-        sent.append(row_id)
+    sent = _publish_rows(factory, publish, rows, stamp)
     if sent:
-        with unit_of_work(factory) as session:
-            session.execute(
-                update(OutboxEntry).where(OutboxEntry.id.in_(sent)).values(published_at=stamp)
-            )
-        log.info("re-published %d unfinished task(s)", len(sent))
-    return len(sent)
+        log.info("re-published %d unfinished task(s)", sent)
+    return sent
