@@ -7,11 +7,7 @@ Create Date: 2026-11-26 00:38:31.617137
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
-
-import mailgate.models
-
 
 revision = "0007"
 down_revision = "0006"
