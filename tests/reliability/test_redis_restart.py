@@ -38,7 +38,7 @@ AUTHOR = "ceo.office@corp.example"
 KILL_AT = 0.3  # fraction of the copies delivered when Redis dies
 SETTLE_BUDGET = 120.0  # seconds from the restart until every row must be sent
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.one_engine, pytest.mark.timeout(300)]
 
 
 class PrivateRedis:

@@ -63,7 +63,7 @@ SWEEP_EVERY = 3.0  # the test's sweeper period: beat's 15 s, compressed
 INBOUND_STALE = inspect.signature(requeue_stale_inbound).parameters["older_than"].default
 WORK_MARGIN = 45.0  # seconds for the last worker to send what the sweeper hands it
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.one_engine, pytest.mark.timeout(240)]
 
 
 def post(port: int, round_no: int, n: int) -> str:

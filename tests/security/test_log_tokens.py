@@ -65,7 +65,7 @@ LOGGED = (
     "from mailgate.cli import main; main(sys.argv[1:])"
 )
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.one_engine, pytest.mark.timeout(240)]
 
 
 @pytest.fixture

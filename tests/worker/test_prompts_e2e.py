@@ -12,11 +12,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
+import pytest
 from sqlalchemy import select
 
 from mailgate.models import Ask, Post, PromptRun, Question
 from tests.worker.conftest import wait_for
 from tests.worker.test_questions_e2e import mails, send, start, text_of, tick
+
+pytestmark = pytest.mark.one_engine  # a week of scheduling, not an engine test: once
 
 BERLIN = [f"b{i}@corp.example" for i in range(6)]
 TOKYO = [f"t{i}@corp.example" for i in range(2)]
