@@ -674,13 +674,19 @@ class Service:
         return self.proc.poll() is None
 
     def stop(self, timeout: float = 20.0) -> None:
+        # SIGTERM to the process only: a Celery worker then shuts its pool down warmly
+        # (the pool children would report a lost job if they got the signal too).
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever of its group is left
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
 
 
 def start_redis(folder: Path) -> tuple[Service, str]:
