@@ -24,10 +24,11 @@ Baselines measured in the same run, before the site starts: the same clients and
 same messages against a no-op aiosmtpd server (acceptance), and a bare ``smtplib`` loop
 over one connection into a sink of the relay's kind (copies).
 
-Note the scale: 20,000 posts x 199 copies is about 4 million copies; at ~1,500 copies/s
-that is some 45 minutes on a 2-core machine. ``--messages 2000`` or ``--members 20``
-make shorter runs. With few members the gateway's per-sender limit (120 messages a
-minute per address) caps the accept rate: the 4xx line shows it.
+Note the scale: 20,000 posts x 199 copies is about 4 million copies: 45 minutes even at
+1,500 copies/s, and hours at the 100-200 copies/s a shared 2-core machine gave the
+whole site (SQLite). ``--messages 2000`` or ``--members 20`` make shorter runs (~400,000
+copies each). With few members the gateway's per-sender limit (120 messages a minute
+per address) caps the accept rate: the 4xx line shows it.
 
 Run: ``.venv/bin/python bench/soak.py [--messages N] [--clients N] [--members N]
 [--workers N] [--concurrency N] [--broker auto|redis|filesystem] [--database-url URL]``
@@ -360,7 +361,7 @@ def _client(
                 continue
             if code is not None and code >= 500:
                 tally.permanent += 1
-                tally.replies[f"{code} {text[:40]}"] += 1
+                tally.replies[f"{code} {text[:60]}"] += 1
                 continue
             # 4xx or a broken connection: the message waits in our queue and goes again.
             if code is None:
@@ -368,7 +369,7 @@ def _client(
             else:
                 tally.temporary += 1
                 tally.deferred += attempts == 0
-            tally.replies[f"{code} {text[:40]}"] += 1
+            tally.replies[f"{code} {text[:60]}"] += 1
             if code is None or code == 421:
                 smtp = None  # the server closed (or never opened) this connection
             delay = min(0.25 * 2**attempts, 8.0) * random.uniform(0.8, 1.2)
@@ -676,17 +677,14 @@ class Service:
     def stop(self, timeout: float = 20.0) -> None:
         # SIGTERM to the process only: a Celery worker then shuts its pool down warmly
         # (the pool children would report a lost job if they got the signal too).
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever of its group is left
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # it and its children, still ours
+            self.proc.wait(timeout=10)
 
 
 def start_redis(folder: Path) -> tuple[Service, str]:
@@ -753,6 +751,104 @@ def bare_relay_rate(
 # ---------------------------------------------------------------- main
 
 
+@dataclass
+class Site:
+    port: int  # the gateway's SMTP port
+    sink: Sink
+    broker: str
+    services: list[Service]
+
+    def exited(self) -> list[str]:
+        return [s.name for s in self.services if not s.alive()]
+
+
+@contextmanager
+def running_site(args: argparse.Namespace, url: str, tmp: Path) -> Iterator[Site]:
+    """Broker, relay sink, gateway, workers and beat on ``url``; all stopped on exit."""
+    services: list[Service] = []
+    sink = None
+    try:
+        broker = "filesystem://"
+        if args.broker != "filesystem":
+            try:
+                redis, broker = start_redis(tmp)
+                services.append(redis)
+            except FileNotFoundError:
+                if args.broker == "redis":
+                    raise SystemExit("redis-server not found") from None
+        sink = Sink(args.sink_kind, tmp)
+        port = free_port()
+        # Made by the deployment: with Redis and a given secret nothing else creates it,
+        # and beat keeps its schedule file there.
+        (tmp / "site").mkdir()
+        env = site_env(
+            tmp / "site",
+            MAILGATE_DATABASE_URL=url,
+            MAILGATE_BROKER_URL=broker,
+            MAILGATE_RELAY_URL=sink.url,
+            MAILGATE_SECRET_KEY=SECRET,
+            MAILGATE_SMTP_PORT=str(port),
+            MAILGATE_BASE_URL=BASE_URL,
+        )
+        for name, args_ in site_commands(args.workers, args.concurrency).items():
+            argv = [sys.executable, "-m", "mailgate.cli", *args_]
+            services.append(Service(name, argv, env, tmp / f"{name}.log"))
+        wait_port(port, 60)
+        yield Site(port, sink, broker, services)
+    finally:
+        for service in reversed(services):
+            service.stop()
+        if sink is not None:
+            sink.stop()
+
+
+def drive(
+    site: Site,
+    factory: Any,
+    plan: Sequence[Planned],
+    to_bytes: Callable[[Planned], bytes],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Send the plan through the site and wait until it settles; progress on stderr."""
+    start = time.perf_counter()
+
+    def progress(a: Accounting) -> None:
+        dead = site.exited()
+        print(
+            f"  … {time.perf_counter() - start:6.0f} s: {a.raws} stored, {a.received} "
+            f"unprocessed, {a.posts} posts, rows {a.deliveries}, relay {site.sink.count()}"
+            + (f"; EXITED: {dead}" if dead else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    stop = threading.Event()
+
+    def monitor() -> None:
+        while not stop.wait(30.0):
+            progress(read_accounting(factory))
+
+    watcher = threading.Thread(target=monitor, daemon=True)
+    watcher.start()
+    try:
+        tally = send_all(
+            site.port, plan, clients=args.clients, to_bytes=to_bytes, timeout=args.timeout
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    account, settled = wait_settled(factory, timeout=args.timeout, interval=2.0, progress=progress)
+    return {
+        "tally": tally,
+        "account": account,
+        "settled": settled,
+        "settle_seconds": time.perf_counter() - start,
+        "relay": site.sink.wait_for(account.deliveries.get("sent", 0) + account.notices_sent),
+        "exited": site.exited(),
+        "broker": "redis (private)" if site.broker.startswith("redis") else "filesystem",
+    }
+
+
 def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from mailgate.db import make_engine, make_sessionmaker
 
@@ -765,83 +861,16 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     out["noop"] = noop_accept_rate(sample, to_bytes, args.clients, tmp)
     out["bare"] = bare_relay_rate(sample, to_bytes, args.sink_kind, tmp)
 
-    services: list[Service] = []
-    sink = None
     began = time.perf_counter()
     with database(args.database_url, tmp) as url:
-        engine = make_engine(url)
-        factory = make_sessionmaker(engine)
         out["url"] = url
+        engine = make_engine(url)
         try:
+            factory = make_sessionmaker(engine)
             seed_directory(factory, who)
-            broker = "filesystem://"
-            if args.broker != "filesystem":
-                try:
-                    redis, broker = start_redis(tmp)
-                    services.append(redis)
-                except FileNotFoundError:
-                    if args.broker == "redis":
-                        raise SystemExit("redis-server not found") from None
-            out["broker"] = "redis (private)" if broker.startswith("redis") else "filesystem"
-            sink = Sink(args.sink_kind, tmp)
-            port = free_port()
-            # Made by the deployment: with Redis and a given secret nothing else creates
-            # it, and beat keeps its schedule file there.
-            (tmp / "site").mkdir()
-            env = site_env(
-                tmp / "site",
-                MAILGATE_DATABASE_URL=url,
-                MAILGATE_BROKER_URL=broker,
-                MAILGATE_RELAY_URL=sink.url,
-                MAILGATE_SECRET_KEY=SECRET,
-                MAILGATE_SMTP_PORT=str(port),
-                MAILGATE_BASE_URL=BASE_URL,
-            )
-            for name, argv in site_commands(args.workers, args.concurrency).items():
-                argv = [sys.executable, "-m", "mailgate.cli", *argv]
-                services.append(Service(name, argv, env, tmp / f"{name}.log"))
-            wait_port(port, 60)
-
-            def progress(a: Accounting) -> None:
-                dead = [s.name for s in services if not s.alive()]
-                print(
-                    f"  … {time.perf_counter() - began:6.0f} s: {a.raws} stored, "
-                    f"{a.received} unprocessed, {a.posts} posts, rows {a.deliveries}, "
-                    f"relay {sink.count() if sink else '?'}"
-                    + (f"; EXITED: {dead}" if dead else ""),
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-            stop = threading.Event()
-
-            def monitor() -> None:
-                while not stop.wait(30.0):
-                    progress(read_accounting(factory))
-
-            watcher = threading.Thread(target=monitor, daemon=True)
-            watcher.start()
-            start = time.perf_counter()
-            try:
-                out["tally"] = send_all(
-                    port, plan, clients=args.clients, to_bytes=to_bytes, timeout=args.timeout
-                )
-            finally:
-                stop.set()
-                watcher.join()
-            out["account"], out["settled"] = wait_settled(
-                factory, timeout=args.timeout, interval=2.0, progress=progress
-            )
-            out["settle_seconds"] = time.perf_counter() - start
-            out["relay"] = sink.wait_for(
-                out["account"].deliveries.get("sent", 0) + out["account"].notices_sent
-            )
-            out["exited"] = [s.name for s in services if not s.alive()]
+            with running_site(args, url, tmp) as site:
+                out.update(drive(site, factory, plan, to_bytes, args))
         finally:
-            for service in reversed(services):
-                service.stop()
-            if sink is not None:
-                sink.stop()
             engine.dispose()
     out["wall"] = time.perf_counter() - began
     return out

@@ -23,6 +23,9 @@ MAX_RETRY_DELAY = 600
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    # beat keeps its schedule file under var/, which a fresh production host (Redis
+    # broker, secret from the environment) may not have yet.
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
     conf: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "task_ignore_result": True,  # CEL-10: state lives in our database

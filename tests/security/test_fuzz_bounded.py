@@ -12,11 +12,11 @@ Skipped when atheris is not installed, unless ``MAILGATE_REQUIRE_ATHERIS=1`` (CI
 turns the skip into a failure.
 
 Time: importing the stack under atheris's instrumentation takes ~20 s of CPU, and the
-1,000-level MIME bomb among the crashers ~15 s more (it is refused at DATA, so only
+1,000-level MIME bomb among the crashers ~13 s more (it is refused at DATA, so only
 ``mailgate inspect`` ever reads it, and the harness leaves its time to ``-timeout``,
 which therefore stays at the harness's 60 s). ``-max_total_time`` counts from
-libFuzzer's start, after the imports, so the whole run takes about 45 s on an idle
-2-core machine.
+libFuzzer's start, after the imports: the whole run takes ~40 s on a quiet 2-core
+machine, of which the mutations get the few seconds left after the seeds.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ HARNESS = Path(__file__).with_name("fuzz_inspect.py")
 CRASHERS = FIXTURES / "crashers"
 FLAGS = (
     "-runs=3000",  # executions, seeds included
-    "-max_total_time=25",
+    "-max_total_time=20",
     "-rss_limit_mb=2048",
     "-timeout=60",  # per input: a real hang (accepted mail has the harness's 1 s budget)
     "-max_len=65536",

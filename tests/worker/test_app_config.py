@@ -48,3 +48,17 @@ def test_embedded_broker_keeps_its_files_under_var(tmp_path: Path) -> None:
         == str(tmp_path / "broker" / "queue")
     )
     assert (tmp_path / "broker" / "queue").is_dir()
+
+
+def test_a_fresh_host_gets_its_var_folder_for_the_beat_schedule(tmp_path: Path) -> None:
+    """Production shape on a fresh host: Redis broker, secret from the environment, no
+    var/ yet. beat writes its schedule there, so the folder must exist."""
+    var = tmp_path / "not" / "there"
+    env = {
+        "MAILGATE_VAR_DIR": str(var),
+        "MAILGATE_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "MAILGATE_SECRET_KEY": "s" * 40,
+    }
+    conf = celery_config(load_settings(env))
+    assert Path(conf["beat_schedule_filename"]).parent == var and var.is_dir()
+    assert conf["beat_schedule"]["questions"]["task"] == "mailgate.questions_tick"
