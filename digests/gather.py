@@ -307,20 +307,9 @@ def _question_facts(
 def _ledger(session: Session, now: datetime) -> tuple[LedgerEntry, ...]:
     """Open leadership questions (not prompts), oldest first; filtered per member."""
     statuses = questions.question_statuses(session, open_only=True, kind=QuestionKind.QUESTION)
-    list_ids = (
-        dict(
-            session.execute(
-                select(Question.id, Question.list_id).where(
-                    Question.id.in_([s.id for s in statuses])
-                )
-            ).all()
-        )
-        if statuses
-        else {}
-    )
     return tuple(
         LedgerEntry(
-            list_id=list_ids[s.id],
+            list_id=s.list_id,
             subject=s.subject,
             asker=s.asker,
             age_days=s.age_days(now),

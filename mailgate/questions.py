@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 from mailgate import access
 from mailgate.asking import parse_not_yet
 from mailgate.db import insert_ignoring_duplicates
+from mailgate.directory import find_person
 from mailgate.local_time import first_instant_at, local_date, next_sensible_time, zone
 from mailgate.models import (
-    Address,
     AnswerVisibility,
     Ask,
     BounceState,
@@ -278,14 +278,6 @@ def schedule_asks(
     return insert_ignoring_duplicates(session, Ask, values) if values else 0
 
 
-def _person_by_address(session: Session, address: str) -> Person | None:
-    return session.scalar(
-        select(Person)
-        .join(Address, Address.person_id == Person.id)
-        .where(Address.email == address.strip().lower())
-    )
-
-
 def _message_id(domain: str) -> str:
     return f"question.{secrets.token_hex(12)}@{domain}"
 
@@ -326,7 +318,7 @@ def create_question(
         )
     viewer_people = []
     for address in spec.viewers:
-        person = _person_by_address(session, address)
+        person = find_person(session, address)
         if person is None:
             raise QuestionError(f"{address} is not in the directory")
         viewer_people.append(person)
@@ -537,6 +529,7 @@ class QuestionStatus:
     """A question as the ledger and ``mailgate ask list`` show it."""
 
     id: int
+    list_id: int
     subject: str
     asker: str
     audience: str
@@ -597,6 +590,7 @@ def question_statuses(
     return [
         QuestionStatus(
             id=q.id,
+            list_id=q.list_id,
             subject=subject,
             asker=name or "",
             audience=COMPANY if q.company_wide else slug,

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from digests.sending import DigestMail, build_plans, compose_for
 from mailgate import questions
 from mailgate.db import unit_of_work
+from mailgate.directory import find_person
 from mailgate.models import Digest, Followup, Person, Post, QuestionKind
 from tests.conftest import DOMAIN, SECRET
 
@@ -45,7 +46,7 @@ def test_ledger_lists_open_questions_a_reader_can_read(  # type: ignore[no-untyp
     directory.member("general", CEO, name="Cleo", role="owner")
     now = datetime.now(UTC)
     with unit_of_work(session_factory) as s:
-        ceo = questions._person_by_address(s, CEO)
+        ceo = find_person(s, CEO)
         hidden = questions.create_question(
             s,
             asker=ceo,

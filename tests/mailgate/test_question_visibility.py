@@ -32,6 +32,7 @@ from mailgate import questions
 from mailgate.addressing import reply_address
 from mailgate.db import unit_of_work
 from mailgate.delivery import fan_out
+from mailgate.directory import find_person
 from mailgate.ingest import run_ingest
 from mailgate.models import (
     AnswerVisibility,
@@ -104,7 +105,7 @@ def world(directory, session_factory, gateway, ingest_context):  # type: ignore[
         from mailgate.models import MailingList, Membership
 
         eng = s.scalar(select(MailingList).where(MailingList.slug == "eng"))
-        outsider = questions._person_by_address(s, OUTSIDER)
+        outsider = find_person(s, OUTSIDER)
         s.execute(
             Membership.__table__.delete().where(
                 Membership.list_id == eng.id, Membership.person_id == outsider.id
@@ -115,7 +116,7 @@ def world(directory, session_factory, gateway, ingest_context):  # type: ignore[
     made: dict[str, int] = {}
     for case, (visibility, anonymous, count) in CASES.items():
         with unit_of_work(session_factory) as s:
-            asker = questions._person_by_address(s, ASKER)
+            asker = find_person(s, ASKER)
             q = questions.create_question(
                 s,
                 asker=asker,
