@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -137,12 +137,12 @@ _OUTBOX = cast(Table, OutboxEntry.__table__)
 _SAME = select(
     _POSTS.c.id, _POSTS.c.discussion_id, _POSTS.c.message_id, _POSTS.c.message_key
 ).where(_POSTS.c.list_id == bindparam("list_id"), _POSTS.c.message_key == bindparam("key"))
-_CITED_OR_SAME = select(
-    _POSTS.c.id, _POSTS.c.discussion_id, _POSTS.c.message_id, _POSTS.c.message_key
-).where(
-    _POSTS.c.list_id == bindparam("list_id"),
-    or_(
-        _POSTS.c.message_key == bindparam("key"),
+# A UNION ALL of two index lookups, not one WHERE with OR: given "list AND (key OR id
+# IN …)", SQLite's planner scans the whole list (migration 0008 tells the story).
+_CITED_OR_SAME = union_all(
+    _SAME,
+    select(_POSTS.c.id, _POSTS.c.discussion_id, _POSTS.c.message_id, _POSTS.c.message_key).where(
+        _POSTS.c.list_id == bindparam("list_id"),
         _POSTS.c.message_id.in_(bindparam("wanted", expanding=True)),
     ),
 )

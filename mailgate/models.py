@@ -231,6 +231,8 @@ class Post(Base):
     __table_args__ = (
         UniqueConstraint("list_id", "message_key"),
         Index("ix_posts_list_created", "list_id", "created_at"),  # digest windows
+        # Threading looks up cited Message-IDs within one list (mailgate.ingest).
+        Index("ix_posts_list_message_id", "list_id", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -239,7 +241,7 @@ class Post(Base):
     author_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), nullable=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("posts.id"), nullable=True)
     raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"), nullable=True)
-    message_id: Mapped[str] = mapped_column(String(998), index=True)
+    message_id: Mapped[str] = mapped_column(String(998))
     message_key: Mapped[str] = mapped_column(String(64))  # sha256 of the normalised id
     subject: Mapped[str] = mapped_column(String(998), default="")
     text: Mapped[str] = mapped_column(Text)
