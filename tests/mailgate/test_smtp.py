@@ -950,6 +950,8 @@ MAILISH = st.lists(
             b"received:\n",
             b"Content-Type: multipart/mixed; boundary=x\r\n",
             b"content-type:\r\n multipart/alternative\r\n",
+            b"CONTENT-TYPE:  MULTIPART/Mixed\r\n",
+            b"a body that mentions multipart/ and --x\n",
             b"--x\r\n",
             b"--\n",
             b"\r\n",
@@ -994,3 +996,109 @@ def test_our_received_trace_is_the_first_header_of_the_stored_copy(  # type: ign
     assert first.startswith(b"Received: from mx1.corp.exampleX-Injected:yes")
     assert rest.startswith(f"by {DOMAIN} (Mailgate) with ESMTP id ".encode())
     assert without_own_trace(row.raw) == raw
+
+
+def _shape_by_regex(raw: bytes, limits: Limits) -> str | None:
+    """check_shape as first written, with a regex per rule: the reference for the fast one."""
+    import re
+
+    from mailgate.smtp import longest_field
+
+    headers = header_block(raw)
+    if len(headers) > limits.max_header_bytes:
+        return replies.HEADERS_TOO_BIG.format(limit=limits.max_header_bytes)
+    if len(re.findall(rb"^received:", headers, re.I | re.M)) > limits.max_received:
+        return replies.TOO_MANY_HOPS
+    if longest_field(headers) > limits.max_header_field:
+        return replies.HEADERS_TOO_BIG.format(limit=limits.max_header_field)
+    if len(re.findall(rb"^--", raw, re.M)) > 2 * limits.max_mime_parts:
+        return replies.MIME_TOO_COMPLEX.format(detail="too many parts")
+    if len(re.findall(rb"content-type:\s*multipart/", raw, re.I)) > limits.max_mime_parts // 5:
+        return replies.MIME_TOO_COMPLEX.format(detail="too deeply nested")
+    return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    raw=st.binary(max_size=4096) | MAILISH,
+    limits=st.builds(
+        Limits,
+        max_received=st.integers(0, 5),
+        max_header_bytes=st.integers(0, 4096),
+        max_mime_parts=st.integers(0, 12),
+    ),
+)
+def test_check_shape_counts_as_the_regexes_do(raw: bytes, limits: Limits) -> None:
+    assert check_shape(raw, limits) == _shape_by_regex(raw, limits)
+
+
+# ---------------------------------------------------------------- group commit (threads)
+
+
+class BatchRecorder:
+    """An Inbox that records the size of every committed batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.next_id = 1
+
+    def list_state(self, slug: str) -> str | None:
+        return "open"
+
+    def store_many(self, messages: Sequence[Accepted]) -> list[int]:
+        self.batches.append(len(messages))
+        ids = list(range(self.next_id, self.next_id + len(messages)))
+        self.next_id += len(messages)
+        return ids
+
+    def publish(self, raw_ids: Sequence[int]) -> None:
+        pass
+
+
+def _accepted(n: int) -> Accepted:
+    return Accepted(b"Subject: %d\r\n\r\nx\r\n" % n, "a@example.org", ("eng@x",), "127.0.0.1", "h")
+
+
+def _submit_staggered(open_sessions: int, gap: float, linger: float) -> tuple[list[int], float]:
+    """Submit three messages ``gap`` seconds apart; return batch sizes and the first wait."""
+    import asyncio
+
+    from mailgate.smtp import GroupCommitter
+
+    inbox = BatchRecorder()
+    committer = GroupCommitter(inbox, linger=linger, open_sessions=lambda: open_sessions)
+
+    async def run() -> float:
+        begin = time.monotonic()
+        settled: list[float] = []
+        first = committer.submit(_accepted(0))
+        first.add_done_callback(lambda _: settled.append(time.monotonic() - begin))
+        futures = [first]
+        for n in (1, 2):
+            await asyncio.sleep(gap)
+            futures.append(committer.submit(_accepted(n)))
+        assert sorted(await asyncio.gather(*futures)) == [1, 2, 3]
+        return settled[0]
+
+    try:
+        waited = asyncio.run(run())
+    finally:
+        committer.close()
+    return inbox.batches, waited
+
+
+def test_group_commit_lingers_for_messages_of_other_open_sessions() -> None:
+    batches, _ = _submit_staggered(open_sessions=3, gap=0.05, linger=2.0)
+    assert batches == [3]
+
+
+def test_group_commit_never_lingers_for_a_lone_session() -> None:
+    batches, waited = _submit_staggered(open_sessions=1, gap=0.2, linger=5.0)
+    assert batches == [1, 1, 1]
+    assert waited < 1.0
+
+
+def test_group_commit_lingers_no_longer_than_its_limit() -> None:
+    batches, waited = _submit_staggered(open_sessions=10, gap=0.6, linger=0.2)
+    assert batches == [1, 1, 1]
+    assert 0.15 < waited < 0.55
