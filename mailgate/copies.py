@@ -74,12 +74,16 @@ from mailgate.addressing import (
     list_address,
     reply_address,
 )
-
-try:  # OpenSSL RSA: ~10x faster than dkimpy's pure-Python RSA.
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
-    rsa = None  # type: ignore[assignment]
+from mailgate.signing import (
+    OVERSIGN,
+    DkimKey,
+    fold_words,
+    load_key,
+    relaxed_body,
+    relaxed_header,
+    signature_field,
+    signature_prefix,
+)
 
 MAX_TOKEN = 64  # the longest token addressing.TOKEN_RE accepts
 MAX_REFERENCES = 20  # THR-01: keep the first id and the last 20
@@ -100,37 +104,8 @@ _REPLY_PREFIX_RE = re.compile(
 )
 _FORWARD_PREFIX_RE = re.compile(r"(?:fwd?|wg|tr|enc|rv|doorst)\s{0,3}[:：]\s*", re.IGNORECASE)
 
-# Header fields signed a second time so that a copy cannot gain another one (AUTH-02).
-_OVERSIGN = frozenset(
-    {
-        "from",
-        "reply-to",
-        "to",
-        "subject",
-        "date",
-        "message-id",
-        "in-reply-to",
-        "references",
-        "mime-version",
-        "content-type",
-        "list-id",
-        "list-post",
-        "list-help",
-        "list-subscribe",
-        "list-unsubscribe",
-        "list-unsubscribe-post",
-    }
-)
-
 
 # ---------------------------------------------------------------- values
-
-
-@dataclass(frozen=True)
-class DkimKey:
-    selector: str
-    domain: str  # d=, aligned with the From domain (the list domain or its parent)
-    private_key: bytes  # PEM, RSA of at least 2048 bits
 
 
 @dataclass(frozen=True)
@@ -185,8 +160,7 @@ class _Template:
 @dataclass(frozen=True)
 class _Signer:
     key: Any  # a cryptography RSAPrivateKey, or dkimpy's parsed key dict
-    prefix: bytes  # "DKIM-Signature: v=1; a=…; bh=" (header as sent, up to the body hash)
-    canonical_prefix: bytes  # the same, relaxed-canonicalised
+    prefix: bytes  # our DKIM-Signature's tags up to "bh=", as written
     headers: _Template  # the signed header fields, relaxed-canonicalised, in h= order
     body_head: Any  # hashlib sha256 state after the body up to the first placeholder
     body_rest: _Template  # the rest of the canonical body
@@ -259,20 +233,6 @@ def _strip_controls(text: str) -> str:
 def _fold(name: str, value: str) -> str:
     """Fold and RFC 2047-encode one field with the standard library (email.policy.SMTP)."""
     return str(_SMTP.header_factory(name, value).fold(policy=_SMTP))
-
-
-def _fold_words(name: str, words: Sequence[str], sep: str = " ") -> str:
-    """Fold an ASCII field between words, near 78 columns (ids and URIs are never split)."""
-    lines: list[str] = []
-    line = f"{name}:"
-    for i, word in enumerate(words):
-        piece = word + (sep.rstrip() if i < len(words) - 1 else "")
-        if len(line) + 1 + len(piece) > 78 and line != f"{name}:":
-            lines.append(line)
-            line = ""
-        line += " " + piece
-    lines.append(line)
-    return "\r\n".join(lines) + "\r\n"
 
 
 def _valid_id(mid: str | None) -> str | None:
@@ -390,52 +350,6 @@ def _template_env() -> jinja2.Environment:
 
 
 @lru_cache(maxsize=8)
-def _load_key(pem: bytes) -> Any:
-    if rsa is not None:
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise ValueError("the DKIM key must be an RSA key")
-        bits = key.key_size
-    else:  # pragma: no cover - only without the cryptography package
-        key = _load_key_dkimpy(pem)
-        bits = key["modulus"].bit_length()
-    if bits < 2048:
-        raise ValueError(f"the DKIM key has {bits} bits; use at least 2048 (RFC 8301)")
-    return key
-
-
-def _load_key_dkimpy(pem: bytes) -> Any:
-    from dkim.crypto import parse_pem_private_key
-
-    return parse_pem_private_key(pem)
-
-
-def _rsa_sign(key: Any, data: bytes) -> bytes:
-    if isinstance(key, dict):
-        from dkim.crypto import RSASSA_PKCS1_v1_5_sign
-
-        return bytes(RSASSA_PKCS1_v1_5_sign(hashlib.sha256(data), key))
-    return bytes(key.sign(data, padding.PKCS1v15(), hashes.SHA256()))
-
-
-_WSP_RE = re.compile(rb"[ \t]+")
-
-
-def _relaxed_header(field: bytes) -> bytes:
-    """RFC 6376 §3.4.2 for one field as written ("Name: value\\r\\n", maybe folded)."""
-    name, _, value = field.partition(b":")
-    value = _WSP_RE.sub(b" ", value.replace(b"\r\n", b"")).strip(b" ")
-    return name.strip().lower() + b":" + value + b"\r\n"
-
-
-def _relaxed_body(body: bytes) -> bytes:
-    """RFC 6376 §3.4.4: collapse whitespace, drop it at line ends and trailing empty lines."""
-    lines = [_WSP_RE.sub(b" ", line).rstrip(b" ") for line in body.split(b"\r\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    return b"".join(line + b"\r\n" for line in lines)
-
-
 # ---------------------------------------------------------------- prepare and render
 
 
@@ -504,7 +418,7 @@ def prepare_post(source: PostSource, settings: CopySettings) -> PreparedPost:
     if in_reply_to:
         fields.append(f"In-Reply-To: <{in_reply_to}>\r\n")
     if references:
-        fields.append(_fold_words("References", [f"<{mid}>" for mid in references]))
+        fields.append(fold_words("References", [f"<{mid}>" for mid in references]))
     fields += [
         "MIME-Version: 1.0\r\n",
         f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
@@ -512,7 +426,7 @@ def prepare_post(source: PostSource, settings: CopySettings) -> PreparedPost:
         "List-Post: NO\r\n" if source.announce_only else f"List-Post: <mailto:{posting}>\r\n",
         f"List-Help: <mailto:{request}?subject=help>\r\n",
         f"List-Subscribe: <mailto:{request}?subject=subscribe>\r\n",
-        _fold_words("List-Unsubscribe", unsubscribe, sep=", "),
+        fold_words("List-Unsubscribe", unsubscribe, sep=", "),
     ]
     if unsubscribe_url and unsubscribe_url.startswith("https://"):
         fields.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
@@ -565,20 +479,15 @@ def _prepare_signer(
     key: DkimKey, fields: Sequence[bytes], body: bytes, placeholders: Sequence[bytes]
 ) -> _Signer:
     names = [f.partition(b":")[0].decode().lower() for f in fields]
-    signed = names + [n for n in names if n in _OVERSIGN]
-    canonical_body = _split(_relaxed_body(body), placeholders)
+    signed = names + [n for n in names if n in OVERSIGN]
+    canonical_body = _split(relaxed_body(body), placeholders)
     head = hashlib.sha256(canonical_body.pieces[0])
     rest = _Template(canonical_body.pieces[1:], tuple((i - 1, v) for i, v in canonical_body.slots))
-    prefix = (
-        f"v=1; a=rsa-sha256; c=relaxed/relaxed; d={key.domain}; s={key.selector}; "
-        f"q=dns/txt; h={': '.join(signed)}; bh="
-    )
     # Fields in h= order, bottom-up per name: each of ours appears once, so in order.
-    canonical_fields = b"".join(_relaxed_header(f) for f in fields)
+    canonical_fields = b"".join(relaxed_header(f) for f in fields)
     return _Signer(
-        key=_load_key(key.private_key),
-        prefix=prefix.encode("ascii"),
-        canonical_prefix=b"dkim-signature:" + prefix.encode("ascii"),
+        key=load_key(key.private_key),
+        prefix=signature_prefix(key, signed),
         headers=_split(canonical_fields, placeholders),
         body_head=head,
         body_rest=rest,
@@ -602,15 +511,8 @@ def render_copy(prepared: PreparedPost, recipient: Recipient) -> bytes:
     body_hash = signer.body_head.copy()
     body_hash.update(signer.body_rest.fill(values))
     bh = base64.b64encode(body_hash.digest())
-    signed_data = signer.headers.fill(values) + signer.canonical_prefix + bh + b"; b="
-    signature = base64.b64encode(_rsa_sign(signer.key, signed_data)).decode("ascii")
-    words = (signer.prefix + bh + b";").decode("ascii").split(" ")
-    # b= last, in pieces: FWS inside b= is ignored by verifiers (RFC 6376 §3.5).
-    words += [
-        "b=" + signature[:60],
-        *(signature[i : i + 72] for i in range(60, len(signature), 72)),
-    ]
-    return _fold_words("DKIM-Signature", words).encode("ascii") + message
+    field = signature_field(signer.key, signer.prefix, signer.headers.fill(values), bh)
+    return field + message
 
 
 def envelope_sender(prepared: PreparedPost, recipient: Recipient) -> str:

@@ -9,8 +9,8 @@ now (connection refused or lost, 4xx to MAIL/DATA, no STARTTLS when required).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,3 +35,33 @@ class Relay(Protocol):
 
     def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
         """One message on its own connection (notices)."""
+
+
+class SigningRelay:
+    """A relay that passes every message through ``sign`` (DKIM) before sending.
+
+    Used for the mail composed one message at a time — notices, digests, question mails —
+    so each of those stages stays unaware of keys; list copies are signed while they are
+    rendered (``mailgate.copies``) and go through the bare relay.
+    """
+
+    def __init__(self, inner: Relay, sign: Callable[[bytes], bytes]) -> None:
+        self._inner = inner
+        self._sign = sign
+
+    @contextmanager
+    def open(self) -> Iterator[RelayConnection]:
+        with self._inner.open() as connection:
+            yield _SigningConnection(connection, self._sign)
+
+    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
+        return self._inner.send(mail_from, recipients, self._sign(message))
+
+
+class _SigningConnection:
+    def __init__(self, inner: RelayConnection, sign: Callable[[bytes], bytes]) -> None:
+        self._inner = inner
+        self._sign = sign
+
+    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
+        return self._inner.send(mail_from, recipients, self._sign(message))

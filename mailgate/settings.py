@@ -46,7 +46,7 @@ class Settings:
     max_recipients: int
     max_received_headers: int
     http_port: int
-    dkim_key_file: Path | None = None  # PEM, 0600; signs outbound copies when set
+    dkim_key_file: Path | None = None  # PEM, 0600; signs all outbound mail when set
     dkim_selector: str = "mailgate"
     tls_cert_file: Path | None = None  # PEM chain: the gateway offers STARTTLS (SMTP-11)
     tls_key_file: Path | None = None  # PEM, 0600

@@ -11,9 +11,11 @@ audit log's row triggers, which is what a test reset needs and what the app neve
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -352,3 +354,45 @@ def relay_sink():  # type: ignore[no-untyped-def]
 
 # Real-process fixtures live with the worker tests; digests use them too.
 from tests.worker.conftest import processes  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """(private PEM, DNS TXT record) for a fresh 2048-bit key."""
+    path = Path(tmp_path_factory.mktemp("dkim")) / "key.pem"
+    subprocess.run(
+        ["openssl", "genrsa", "-out", str(path), "2048"], check=True, capture_output=True
+    )
+    der = subprocess.run(
+        ["openssl", "rsa", "-in", str(path), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return path.read_bytes(), b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+
+@dataclass(frozen=True)
+class Dkim:
+    """A signing key for Mailgate processes under test, and a receiver's verification."""
+
+    env: dict[str, str]  # MAILGATE_DKIM_KEY_FILE and _SELECTOR for the processes
+    txt: bytes  # the DNS TXT record a receiver looks up
+
+    def dnsfunc(self, name: bytes, timeout: int = 5) -> bytes | None:
+        wanted = f"{self.env['MAILGATE_DKIM_SELECTOR']}._domainkey.{DOMAIN}.".encode()
+        return self.txt if name == wanted else None
+
+    def verifies(self, message: bytes) -> bool:
+        import dkim
+
+        return bool(dkim.verify(message, dnsfunc=self.dnsfunc))
+
+
+@pytest.fixture
+def dkim_key(rsa_key: tuple[bytes, bytes], tmp_path: Path) -> Dkim:
+    path = tmp_path / "dkim.pem"
+    path.write_bytes(rsa_key[0])
+    path.chmod(0o600)
+    return Dkim(
+        {"MAILGATE_DKIM_KEY_FILE": str(path), "MAILGATE_DKIM_SELECTOR": "mgtest"}, rsa_key[1]
+    )

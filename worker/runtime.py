@@ -14,10 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digests.questions import QuestionMailSettings
 from digests.sending import DigestMail
-from mailgate.copies import CopySettings, DkimKey
+from mailgate.copies import CopySettings
 from mailgate.db import make_engine, make_sessionmaker
 from mailgate.delivery import Throttle, TokenCopyBuilder
 from mailgate.ingest import IngestContext
+from mailgate.relay import SigningRelay
+from mailgate.signing import DkimKey, MessageSigner
 from worker.app import app, settings
 from worker.mailer import Mailer, make_mailer
 
@@ -51,17 +53,30 @@ def ingest_context() -> IngestContext:
     )
 
 
+def dkim_key() -> DkimKey | None:
+    """Our signing key, when ``MAILGATE_DKIM_KEY_FILE`` is set."""
+    if settings.dkim_key_file is None:
+        return None
+    return DkimKey(
+        selector=settings.dkim_selector,
+        domain=settings.domain,
+        private_key=settings.dkim_key_file.read_bytes(),
+    )
+
+
+@lru_cache(maxsize=1)
+def signed_mailer() -> Mailer:
+    """The relay for mail composed one by one (notices, digests, questions): signed."""
+    key = dkim_key()
+    if key is None:
+        return mailer()
+    return SigningRelay(mailer(), MessageSigner(key).sign)
+
+
 @lru_cache(maxsize=1)
 def copy_builder() -> TokenCopyBuilder:
-    dkim = None
-    if settings.dkim_key_file is not None:
-        dkim = DkimKey(
-            selector=settings.dkim_selector,
-            domain=settings.domain,
-            private_key=settings.dkim_key_file.read_bytes(),
-        )
     return TokenCopyBuilder(
-        CopySettings(domain=settings.domain, base_url=settings.base_url, dkim=dkim),
+        CopySettings(domain=settings.domain, base_url=settings.base_url, dkim=dkim_key()),
         settings.secret_key,
     )
 

@@ -62,7 +62,7 @@ def ingest(raw_ids: list[int]) -> None:
 )
 def send_notice(notice_id: int) -> None:
     with unit_of_work(runtime.session_factory()) as session:
-        deliver_notice(session, notice_id, runtime.mailer(), runtime.settings.domain)
+        deliver_notice(session, notice_id, runtime.signed_mailer(), runtime.settings.domain)
         mark_done(session, f"notice:{notice_id}")
 
 
@@ -128,7 +128,9 @@ def publish_due_digests() -> int:
 def digests(batch: list[list[object]]) -> None:
     """Build and send the digests of one batch of (person id, local date)."""
     due = [(int(str(pid)), date.fromisoformat(str(day))) for pid, day in batch]
-    send_digests(runtime.session_factory(), due, mail=runtime.digest_mail(), relay=runtime.mailer())
+    send_digests(
+        runtime.session_factory(), due, mail=runtime.digest_mail(), relay=runtime.signed_mailer()
+    )
 
 
 @app.task(name="mailgate.questions_tick", autoretry_for=(OperationalError,), max_retries=3)
@@ -158,7 +160,7 @@ def send_questions(mail_ids: list[int], now: str | None = None) -> None:
     send_question_mails(
         runtime.session_factory(),
         mail_ids,
-        relay=runtime.mailer(),
+        relay=runtime.signed_mailer(),
         settings=runtime.question_mail(),
         now=datetime.fromisoformat(now) if now else None,
     )

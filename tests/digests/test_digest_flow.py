@@ -211,7 +211,7 @@ def test_replies_to_an_item_and_commands_to_the_digest(  # type: ignore[no-untyp
 
 
 def test_scheduler_step_through_a_real_worker_on_redis(  # type: ignore[no-untyped-def]
-    world, mailgate_env, processes, relay_sink, session_factory, tmp_path
+    world, mailgate_env, processes, relay_sink, session_factory, tmp_path, dkim_key
 ) -> None:
     if not redis_available():
         if os.environ.get("MAILGATE_REQUIRE_REDIS") == "1":
@@ -231,6 +231,7 @@ def test_scheduler_step_through_a_real_worker_on_redis(  # type: ignore[no-untyp
         "MAILGATE_BROKER_URL": REDIS_URL,
         "MAILGATE_RELAY_URL": relay_sink.url,
         "MAILGATE_SMTP_PORT": str(free_port()),
+        **dkim_key.env,
     }
     processes(["worker", "--concurrency", "1"], env, tmp_path / "worker.log")
     step = processes(["digest", "send-due"], env, tmp_path / "send-due.log")
@@ -238,6 +239,7 @@ def test_scheduler_step_through_a_real_worker_on_redis(  # type: ignore[no-untyp
     assert "queued digests for 1 member" in (tmp_path / "send-due.log").read_text()
     wait_for(lambda: relay_sink.messages, timeout=60, what="the digest at the relay")
     assert relay_sink.messages[0].rcpt_to == [READER]
+    assert dkim_key.verifies(relay_sink.messages[0].data)  # signed by the worker (DMARC-01)
 
 
 def test_unsubscribe_by_replying_to_the_digest(  # type: ignore[no-untyped-def]

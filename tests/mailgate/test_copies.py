@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import email
 import email.policy
@@ -18,7 +17,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailgate import copies
 from mailgate.copies import (
     CopySettings,
     DkimKey,
@@ -122,21 +120,6 @@ def assert_well_formed(raw: bytes) -> EmailMessage:
 
 
 # ---------------------------------------------------------------- DKIM fixtures
-
-
-@pytest.fixture(scope="session")
-def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    """(private PEM, DNS TXT record) for a fresh 2048-bit key."""
-    path = Path(tmp_path_factory.mktemp("dkim")) / "key.pem"
-    subprocess.run(
-        ["openssl", "genrsa", "-out", str(path), "2048"], check=True, capture_output=True
-    )
-    der = subprocess.run(
-        ["openssl", "rsa", "-in", str(path), "-pubout", "-outform", "DER"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    return path.read_bytes(), b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
 
 
 @pytest.fixture
@@ -583,15 +566,6 @@ def test_non_ascii_and_long_chains_verify(
     )
     for raw in render_all(post, signed):
         assert dkim.verify(raw, dnsfunc=dnsfunc)
-
-
-def test_fallback_rsa_matches_openssl(rsa_key: tuple[bytes, bytes]) -> None:
-    # Without the cryptography package the signer uses dkimpy's RSA; PKCS#1 v1.5 is
-    # deterministic, so both must give the same bytes.
-    data = b"from:x\r\nsubject:y\r\n"
-    fast = copies._rsa_sign(copies._load_key(rsa_key[0]), data)
-    slow = copies._rsa_sign(copies._load_key_dkimpy(rsa_key[0]), data)
-    assert fast == slow
 
 
 def test_short_dkim_keys_are_refused(tmp_path: Path) -> None:

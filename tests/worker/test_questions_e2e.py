@@ -62,7 +62,7 @@ def company(directory, session_factory):  # type: ignore[no-untyped-def]
         )
 
 
-def start(processes, mailgate_env, relay_sink, tmp_path):  # type: ignore[no-untyped-def]
+def start(processes, mailgate_env, relay_sink, tmp_path, extra=None):  # type: ignore[no-untyped-def]
     if not redis_available():
         if os.environ.get("MAILGATE_REQUIRE_REDIS") == "1":
             pytest.fail("Redis is required but not reachable")
@@ -78,6 +78,7 @@ def start(processes, mailgate_env, relay_sink, tmp_path):  # type: ignore[no-unt
         "MAILGATE_BROKER_URL": REDIS_URL,
         "MAILGATE_AUTHSERV_IDS": "mx.corp.example",
         "MAILGATE_HTTP_PORT": str(free_port()),
+        **(extra or {}),
     }
     processes(["serve"], env, tmp_path / "serve.log")
     processes(["worker", "--concurrency", "2"], env, tmp_path / "worker.log")
@@ -166,9 +167,9 @@ ANSWERS = {
 
 
 def test_question_to_the_company_end_to_end(  # type: ignore[no-untyped-def]
-    company, mailgate_env, session_factory, processes, relay_sink, tmp_path
+    company, mailgate_env, session_factory, processes, relay_sink, tmp_path, dkim_key
 ) -> None:
-    port, env = start(processes, mailgate_env, relay_sink, tmp_path)
+    port, env = start(processes, mailgate_env, relay_sink, tmp_path, dkim_key.env)
     t0 = next_wednesday_noon(datetime.now(UTC))
     deadline_day = (t0 + timedelta(days=3)).date()  # Saturday: closes Sat 17:00 London
 
@@ -332,3 +333,10 @@ def test_question_to_the_company_end_to_end(  # type: ignore[no-untyped-def]
     assert "Member 05:" in summary  # open: answers with names
     with unit_of_work(session_factory) as s:
         assert s.scalar(select(func.count()).where(QuestionMail.status != "sent")) == 0
+
+    # 9. Everything the relay got carries a DKIM signature a receiver verifies: asks,
+    # reminders, summaries, the notices, and the answers' list copies (DMARC-01).
+    kinds = {parsed(m).get("X-Mailgate-Kind", "other") for m in relay_sink.messages}
+    assert {"ask", "reminder", "summary", "answered", "other"} <= kinds
+    unsigned = [m.rcpt_to for m in relay_sink.messages if not dkim_key.verifies(m.data)]
+    assert unsigned == []
