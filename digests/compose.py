@@ -60,6 +60,7 @@ import jinja2
 from digests.facts import DigestItem, DigestPlan, LedgerEntry
 from mailgate.addressing import AddressKind, decode_recipient
 from mailgate.copies import tag_subject
+from mailgate.folding import fold_words
 from mailgate.notices import template_env
 
 MAX_BYTES = 96_000  # Gmail clips at 102 KB; DKIM and Received fields come on top
@@ -440,20 +441,6 @@ def _fold(name: str, value: str) -> str:
     return str(_SMTP.header_factory(name, value).fold(policy=_SMTP))
 
 
-def _fold_words(name: str, words: Sequence[str], sep: str) -> str:
-    """Fold an ASCII field between words near 78 columns (URIs are never split)."""
-    lines: list[str] = []
-    line = f"{name}:"
-    for i, word in enumerate(words):
-        piece = word + (sep if i < len(words) - 1 else "")
-        if len(line) + 1 + len(piece) > 78 and line != f"{name}:":
-            lines.append(line)
-            line = ""
-        line += " " + piece
-    lines.append(line)
-    return "\r\n".join(lines) + "\r\n"
-
-
 def _encode_part(text: str, subtype: str) -> bytes:
     """A 7-bit body part: quoted-printable, or base64 when that is shorter (mostly
     non-Latin text, where quoted-printable triples every byte)."""
@@ -492,7 +479,7 @@ def _headers(ctx: DigestContext, subject: str, now: datetime, boundary: str) -> 
         "Auto-Submitted: auto-generated\r\n",
         "Precedence: bulk\r\n",
         "X-Auto-Response-Suppress: All\r\n",
-        _fold_words("List-Unsubscribe", unsubscribe, sep=","),
+        fold_words("List-Unsubscribe", unsubscribe, sep=","),
     ]
     if ctx.unsubscribe_url and ctx.unsubscribe_url.startswith("https://"):
         fields.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")

@@ -810,7 +810,11 @@ def serve_cmd(app: App) -> None:
 
 @cli.command("worker")
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--queues", default="ingest,outbound,digests,notices,maintenance", show_default=True)
+@click.option(
+    "--queues",
+    default="ingest,fanout,outbound,questions,digests,notices,maintenance",
+    show_default=True,
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @pass_app
 def worker_cmd(app: App, concurrency: int, queues: str, loglevel: str) -> None:

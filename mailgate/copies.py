@@ -74,10 +74,10 @@ from mailgate.addressing import (
     list_address,
     reply_address,
 )
+from mailgate.folding import fold_words
 from mailgate.signing import (
     OVERSIGN,
     DkimKey,
-    fold_words,
     load_key,
     relaxed_body,
     relaxed_header,

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mailgate.folding import fold_words
+
 try:  # OpenSSL RSA: ~10x faster than dkimpy's pure-Python RSA.
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -110,20 +112,6 @@ def relaxed_body(body: bytes) -> bytes:
     while lines and not lines[-1]:
         lines.pop()
     return b"".join(line + b"\r\n" for line in lines)
-
-
-def fold_words(name: str, words: Sequence[str], sep: str = " ") -> str:
-    """Fold an ASCII field between words, near 78 columns (ids and URIs are never split)."""
-    lines: list[str] = []
-    line = f"{name}:"
-    for i, word in enumerate(words):
-        piece = word + (sep.rstrip() if i < len(words) - 1 else "")
-        if len(line) + 1 + len(piece) > 78 and line != f"{name}:":
-            lines.append(line)
-            line = ""
-        line += " " + piece
-    lines.append(line)
-    return "\r\n".join(lines) + "\r\n"
 
 
 def signature_prefix(key: DkimKey, signed_names: Sequence[str]) -> bytes:

@@ -14,7 +14,8 @@ from celery import Celery
 
 from mailgate.settings import Settings, load_settings
 
-QUEUES = ("ingest", "outbound", "digests", "notices", "maintenance")
+# Every queue a task is routed to; `mailgate worker` listens on all of them by default.
+QUEUES = ("ingest", "fanout", "outbound", "questions", "digests", "notices", "maintenance")
 DIGEST_TICK_SECONDS = 300.0
 QUESTIONS_TICK_SECONDS = 60.0
 SWEEP_SECONDS = 15.0
@@ -42,13 +43,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "mailgate.ingest": {"queue": "ingest"},
             "mailgate.send_notice": {"queue": "notices"},
-            "mailgate.fanout": {"queue": "outbound"},
+            # Fan-out, copies and question mails each have a queue: a worker takes from
+            # its queues in turn, so a backlog of one never holds the others up (the
+            # soak saw sends wait behind queued fan-outs when they shared one).
+            "mailgate.fanout": {"queue": "fanout"},
             "mailgate.send": {"queue": "outbound"},
             "mailgate.sweep": {"queue": "maintenance"},
             "mailgate.digest_tick": {"queue": "maintenance"},
             "mailgate.digests": {"queue": "digests"},
             "mailgate.questions_tick": {"queue": "maintenance"},
-            "mailgate.send_question_mails": {"queue": "outbound"},
+            "mailgate.send_question_mails": {"queue": "questions"},
         },
         "beat_schedule": {
             "sweep": {"task": "mailgate.sweep", "schedule": SWEEP_SECONDS},

@@ -9,30 +9,25 @@ import email.message
 import email.policy
 import email.utils
 from collections.abc import Callable
+from pathlib import Path
 
 import dkim
 import pytest
 
 from mailgate import signing
 from mailgate.signing import DkimKey, MessageSigner, sign_message
-
-DOMAIN = "lists.corp.example"
-SELECTOR = "mg2026"
+from tests.conftest import DOMAIN, Dkim
 
 
 @pytest.fixture
-def signer(rsa_key: tuple[bytes, bytes]) -> MessageSigner:
-    return MessageSigner(DkimKey(SELECTOR, DOMAIN, rsa_key[0]))
+def signer(dkim_key: Dkim) -> MessageSigner:
+    pem = Path(dkim_key.env["MAILGATE_DKIM_KEY_FILE"]).read_bytes()
+    return MessageSigner(DkimKey(dkim_key.env["MAILGATE_DKIM_SELECTOR"], DOMAIN, pem))
 
 
 @pytest.fixture
-def dnsfunc(rsa_key: tuple[bytes, bytes]) -> Callable[..., bytes | None]:
-    records = {f"{SELECTOR}._domainkey.{DOMAIN}.".encode(): rsa_key[1]}
-
-    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
-        return records.get(name)
-
-    return lookup
+def dnsfunc(dkim_key: Dkim) -> Callable[..., bytes | None]:
+    return dkim_key.dnsfunc
 
 
 def composed(body: str = "Hello,\n\nthe digest for today.\n", **extra: str) -> bytes:
@@ -121,10 +116,8 @@ def test_fallback_rsa_matches_openssl(rsa_key: tuple[bytes, bytes]) -> None:
     assert fast == slow
 
 
-def test_sign_message_without_a_body(
-    rsa_key: tuple[bytes, bytes], dnsfunc: Callable[..., bytes]
-) -> None:
-    key = DkimKey(SELECTOR, DOMAIN, rsa_key[0])
+def test_sign_message_without_a_body(signer: MessageSigner, dnsfunc: Callable[..., bytes]) -> None:
+    key = signer.key
     raw = f"From: a@{DOMAIN}\r\nSubject: empty\r\n".encode()
     signed = sign_message(raw, key, signing.load_key(key.private_key))
     assert dkim.verify(signed + b"\r\n", dnsfunc=dnsfunc)

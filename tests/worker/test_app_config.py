@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mailgate.delivery import retry_delay
 from mailgate.settings import load_settings
-from worker.app import MAX_RETRY_DELAY, VISIBILITY_TIMEOUT, celery_config
+from worker.app import MAX_RETRY_DELAY, QUEUES, VISIBILITY_TIMEOUT, celery_config
 
 
 def config(tmp_path: Path, broker: str) -> dict:  # type: ignore[type-arg]
@@ -36,6 +36,21 @@ def test_every_task_has_a_queue_and_beat_sweeps(tmp_path: Path) -> None:
 
     assert set(KNOWN_TASKS) <= set(conf["task_routes"])
     assert conf["beat_schedule"]["sweep"]["task"] == "mailgate.sweep"
+
+
+def test_a_default_worker_consumes_every_routed_queue(tmp_path: Path) -> None:
+    """A queue nobody consumes strands its tasks silently: ``mailgate worker`` (and so the
+    Procfile and the embedded run) must listen on every queue a task is routed to."""
+    from mailgate.cli import worker_cmd
+
+    conf = config(tmp_path, "redis://127.0.0.1:6379/0")
+    routed = {route["queue"] for route in conf["task_routes"].values()}
+    (option,) = [p for p in worker_cmd.params if p.name == "queues"]
+    assert set(str(option.default).split(",")) == routed == set(QUEUES)
+    # Copies, fan-outs and question mails do not queue behind one another.
+    routes = conf["task_routes"]
+    queues = [routes[t]["queue"] for t in ("mailgate.fanout", "mailgate.send")]
+    assert len({*queues, routes["mailgate.send_question_mails"]["queue"]}) == 3
 
 
 def test_embedded_broker_keeps_its_files_under_var(tmp_path: Path) -> None:
