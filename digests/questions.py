@@ -198,11 +198,11 @@ def summary_recipients(session: Session, question: Question) -> list[int]:
             )
         )
     people = session.scalars(select(Person).where(Person.id.in_(candidates))).all()
+    readers = questions.viewers(session, ml, people)
     allowed = [
         p.id
         for p in people
-        if access.answer_view(facts, lfacts, questions.viewer(session, ml, p))
-        is not access.AnswerView.NONE
+        if access.answer_view(facts, lfacts, readers[p.id]) is not access.AnswerView.NONE
     ]
     if question.asker_id is not None:
         allowed.append(question.asker_id)
@@ -325,13 +325,16 @@ def mail_context(
     mail: QuestionMail,
     person: Person,
     cache: dict[int, _QuestionShared] | None = None,
+    reader: access.Viewer | None = None,
 ) -> dict[str, Any]:
     """Everything a question template needs, computed for this reader. A batch passes
-    ``cache`` so that what all readers of a question share is read once."""
+    ``cache`` so that what all readers of a question share is read once, and ``reader``
+    (this person as access control sees them, read for the whole batch at once)."""
     shared = _shared(session, mail.question_id, cache)
     question, first, facts = shared.question, shared.first, shared.facts
     # Decided for this reader, at the last moment (PRIV-01).
-    reader = questions.viewer(session, shared.ml, person)
+    if reader is None:
+        reader = questions.viewer(session, shared.ml, person)
     view = access.answer_view(facts, shared.list_facts, reader)
     summary: Summary | None = None
     if mail.kind == "summary":
@@ -461,15 +464,31 @@ def send_question_mails(
     outcomes: dict[int, tuple[str, str]] = {}
     cache: dict[int, _QuestionShared] = {}
     with read_only(factory) as session:
-        for mail in session.scalars(
+        mails = session.scalars(
             select(QuestionMail).where(QuestionMail.id.in_(claimed)).order_by(QuestionMail.id)
-        ):
-            person = session.get_one(Person, mail.person_id)
+        ).all()
+        people = {
+            p.id: p
+            for p in session.scalars(
+                select(Person).where(Person.id.in_({m.person_id for m in mails}))
+            )
+        }
+        # Who each reader is to access control, per question's list, in two queries.
+        readers: dict[tuple[int, int], access.Viewer] = {}
+        for question_id in {m.question_id for m in mails}:
+            batch = [people[m.person_id] for m in mails if m.question_id == question_id]
+            shared_ml = _shared(session, question_id, cache).ml
+            for person_id, reader in questions.viewers(session, shared_ml, batch).items():
+                readers[(question_id, person_id)] = reader
+        for mail in mails:
+            person = people[mail.person_id]
             address = person.primary_address
             if not person.active or not address:
                 outcomes[mail.id] = ("failed", "no active address")
                 continue
-            context = mail_context(session, mail, person, cache)
+            context = mail_context(
+                session, mail, person, cache, reader=readers[(mail.question_id, person.id)]
+            )
             discussion_id = cache[mail.question_id].question.discussion_id
             message = compose_question_mail(mail, person, discussion_id, context, settings)
             rendered.append((mail.id, address, message))

@@ -126,6 +126,37 @@ def viewer(session: Session, ml: MailingList, person: Person | None) -> access.V
     )
 
 
+def viewers(
+    session: Session, ml: MailingList, people: Sequence[Person]
+) -> dict[int, access.Viewer]:
+    """:func:`viewer` for many people at once, in two queries (summaries, batches)."""
+    ids = [p.id for p in people]
+    roles: dict[int, str] = {}
+    granted: dict[int, set[SiteRole]] = {}
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        chunk = ids[start : start + 500]
+        roles.update(
+            session.execute(
+                select(Membership.person_id, Membership.role).where(
+                    Membership.list_id == ml.id, Membership.person_id.in_(chunk)
+                )
+            ).all()
+        )
+        for person_id, role in session.execute(
+            select(PersonRole.person_id, PersonRole.role).where(PersonRole.person_id.in_(chunk))
+        ):
+            granted.setdefault(person_id, set()).add(SiteRole(role))
+    return {
+        p.id: access.Viewer(
+            p.id,
+            p.active,
+            Role(roles[p.id]) if p.id in roles else None,
+            site_roles=frozenset(granted.get(p.id, ())),
+        )
+        for p in people
+    }
+
+
 def question_of_discussion(session: Session, discussion_id: int) -> Question | None:
     # Asked for every reply (ingest) and every fan-out: a Core lookup of the id keeps the
     # common "not a question" answer cheap; the entity is loaded only for questions.

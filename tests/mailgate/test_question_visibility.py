@@ -267,3 +267,26 @@ def test_cli_prints_only_what_the_named_person_may_see(  # type: ignore[no-untyp
         # Listing questions never prints answer text, whoever runs it.
         listing = run_cli("ask", "list", "--json")
         assert all(secret(case, a) not in listing.stdout for a in ANSWERERS)
+
+
+def test_batched_viewers_are_exactly_the_one_by_one_viewers(world, session_factory) -> None:  # type: ignore[no-untyped-def]
+    """Summaries and question-mail batches read who each reader is for many people at
+    once (``questions.viewers``); it must decide exactly as ``questions.viewer`` does."""
+    from mailgate.directory import grant_role
+    from mailgate.models import MailingList, SiteRole
+
+    with unit_of_work(session_factory) as s:
+        grant_role(s, "test", VIEWER, "executive")
+        grant_role(s, "test", BYSTANDER, "admin")
+        grant_role(s, "test", BYSTANDER, "executive")
+    with session_factory() as s:
+        eng = s.scalar(select(MailingList).where(MailingList.slug == "eng"))
+        people = [find_person(s, address) for address in EVERYONE]
+        batch = questions.viewers(s, eng, people)
+        assert batch == {p.id: questions.viewer(s, eng, p) for p in people}
+        assert batch[find_person(s, OUTSIDER).id].role is None
+        assert batch[find_person(s, ASKER).id].role is not None
+        assert batch[find_person(s, BYSTANDER).id].site_roles == {
+            SiteRole.ADMIN,
+            SiteRole.EXECUTIVE,
+        }
