@@ -21,6 +21,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from mailgate.folding import fold_words
@@ -66,6 +67,9 @@ _UNSIGNED = frozenset(
 )
 
 
+# Cached: list copies prepare a signer for every post, and parsing the PEM costs more
+# than signing a copy.
+@lru_cache(maxsize=8)
 def load_key(pem: bytes) -> Any:
     """A private key for :func:`rsa_sign`; refuses non-RSA keys and keys under 2048 bits."""
     if rsa is not None:

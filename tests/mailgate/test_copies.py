@@ -576,3 +576,13 @@ def test_short_dkim_keys_are_refused(tmp_path: Path) -> None:
     config = dataclasses.replace(HTTPS, dkim=DkimKey(SELECTOR, DOMAIN, path.read_bytes()))
     with pytest.raises(ValueError, match="2048"):
         prepare_post(source(), config)
+
+
+def test_the_key_is_parsed_once_for_many_posts(signed: CopySettings) -> None:
+    # Parsing the PEM costs ~30 ms, more than a whole batch of signatures.
+    from mailgate import signing
+
+    signing.load_key.cache_clear()
+    for i in range(3):
+        prepare_post(source(subject=f"Post {i}"), signed)
+    assert signing.load_key.cache_info().misses == 1
