@@ -102,28 +102,11 @@ def list_facts(ml: MailingList) -> access.ListFacts:
     )
 
 
-def site_roles(session: Session, person_id: int) -> frozenset[SiteRole]:
-    return frozenset(
-        SiteRole(r)
-        for r in session.scalars(select(PersonRole.role).where(PersonRole.person_id == person_id))
-    )
-
-
 def viewer(session: Session, ml: MailingList, person: Person | None) -> access.Viewer:
     """A person as access control sees them for ``ml``, with their site roles."""
     if person is None:
         return access.Viewer(None)
-    role = session.scalar(
-        select(Membership.role).where(
-            Membership.list_id == ml.id, Membership.person_id == person.id
-        )
-    )
-    return access.Viewer(
-        person.id,
-        person.active,
-        Role(role) if role is not None else None,
-        site_roles=site_roles(session, person.id),
-    )
+    return viewers(session, ml, [person])[person.id]
 
 
 def viewers(
