@@ -188,7 +188,7 @@ def summary_recipients(session: Session, question: Question) -> list[int]:
     counts-only summary)."""
     ml = session.get_one(MailingList, question.list_id)
     facts = questions.question_facts(session, question)
-    lfacts = questions.list_facts(ml)
+    lfacts = access.ListFacts.of(ml)
     candidates = set(facts.viewers)
     if facts.open:
         # Everyone asked; not those skipped (on leave when it was asked).
@@ -313,7 +313,7 @@ def _shared(
         first=first,
         asker=session.get(Person, question.asker_id) if question.asker_id else None,
         facts=questions.question_facts(session, question),
-        list_facts=questions.list_facts(ml),
+        list_facts=access.ListFacts.of(ml),
     )
     if cache is not None:
         cache[question_id] = shared

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mailgate.models import PostingPolicy, Role, SiteRole, Visibility
+
+if TYPE_CHECKING:
+    from mailgate.models import MailingList
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,10 @@ class ListFacts:
     posting: PostingPolicy
     mandatory: bool
     archived: bool
+
+    @classmethod
+    def of(cls, ml: MailingList) -> ListFacts:
+        return cls(ml.id, ml.visibility, ml.posting, ml.mandatory, ml.archived_at is not None)
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ def ask_answers(app: App, question_id: int, as_email: str, as_json: bool) -> Non
         reader = directory.get_person(session, as_email)
         ml = session.get_one(MailingList, question.list_id)
         facts = questions.question_facts(session, question)
-        lfacts = questions.list_facts(ml)
+        lfacts = access.ListFacts.of(ml)
         viewer = questions.viewer(session, ml, reader)
         view = access.answer_view(facts, lfacts, viewer)
         first = questions.first_post_id(session, question.discussion_id)

@@ -168,7 +168,7 @@ def fan_out(session: Session, post_id: int, *, batch_size: int = BATCH_SIZE) -> 
     ml = session.get_one(MailingList, post.list_id)
     if ml.archived_at is not None:
         return 0
-    facts = access.ListFacts(ml.id, ml.visibility, ml.posting, ml.mandatory, False)
+    facts = access.ListFacts.of(ml)
     question = questions.question_of_discussion(session, post.discussion_id)
     if question is not None:
         return _fan_out_answer(session, post, ml, facts, question, batch_size)

@@ -286,7 +286,7 @@ def _post(
         question = questions.question_of_discussion(session, token_discussion.id)
         if question is not None:
             return _answer(session, row, reading, ctx, shown, ml, person, question, facts)
-    list_facts = list_facts_of(ml)
+    list_facts = access.ListFacts.of(ml)
     viewer = viewer_of(session, ml, person)
     authenticated = False
     if access.is_privileged(list_facts) and reading.sender is not None:
@@ -875,7 +875,7 @@ def _handle_request(
     if command == "subscribe":
         if viewer.is_member:
             return _refuse(session, row, reading, ctx, shown, "already-member", facts, ml)
-        if person is None or not access.may_read(list_facts_of(ml), viewer_as_reader(viewer)):
+        if person is None or not access.may_read(access.ListFacts.of(ml), viewer_as_reader(viewer)):
             return _refuse(session, row, reading, ctx, shown, "subscribe-not-allowed", facts, ml)
     elif not viewer.is_member:
         return _refuse(session, row, reading, ctx, shown, "not-a-member", facts, ml)
@@ -1169,16 +1169,6 @@ def _list_by_slug(session: Session, slug: str) -> MailingList | None:
     if key not in memo:
         memo[key] = session.scalar(select(MailingList).where(MailingList.slug == slug))
     return memo[key]
-
-
-def list_facts_of(ml: MailingList) -> access.ListFacts:
-    return access.ListFacts(
-        id=ml.id,
-        visibility=ml.visibility,
-        posting=ml.posting,
-        mandatory=ml.mandatory,
-        archived=ml.archived_at is not None,
-    )
 
 
 def viewer_of(session: Session, ml: MailingList, person: Person | None) -> access.Viewer:

@@ -96,12 +96,6 @@ def company_list(session: Session) -> MailingList:
     return ml
 
 
-def list_facts(ml: MailingList) -> access.ListFacts:
-    return access.ListFacts(
-        ml.id, ml.visibility, ml.posting, ml.mandatory, ml.archived_at is not None
-    )
-
-
 def viewer(session: Session, ml: MailingList, person: Person | None) -> access.Viewer:
     """A person as access control sees them for ``ml``, with their site roles."""
     if person is None:
@@ -245,7 +239,7 @@ def audience_people(session: Session, question: Question, ml: MailingList) -> li
         if not question.company_wide
         else {}
     )
-    facts = list_facts(ml)
+    facts = access.ListFacts.of(ml)
     return [
         p
         for p in people
