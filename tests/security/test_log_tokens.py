@@ -26,7 +26,6 @@ import re
 import signal
 import smtplib
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -42,7 +41,7 @@ from sqlalchemy import select, update
 from mailgate.db import unit_of_work
 from mailgate.models import Person, RawMessage, RawStatus
 from tests.conftest import DOMAIN, SinkMessage, free_port
-from tests.worker.conftest import port_open, wait_for
+from tests.worker.conftest import port_open, started_processes, wait_for
 
 ALICE, BOB, CAROL, DAN = (f"{n}@corp.example" for n in ("alice", "bob", "carol", "dan"))
 CEO = "ceo@corp.example"
@@ -72,29 +71,8 @@ pytestmark = [pytest.mark.one_engine, pytest.mark.timeout(240)]
 def logged() -> Iterator[Callable[[list[str], dict[str, str], Path], subprocess.Popen[bytes]]]:
     """Start ``mailgate ARGS`` with logging at DEBUG, in its own process group, its
     output in ``log``; ended by PID at teardown."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", LOGGED, *args],
-            env={**os.environ, **env},
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in started:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with started_processes(["-c", LOGGED]) as start:
+        yield start
 
 
 def parsed(message: SinkMessage) -> EmailMessage:

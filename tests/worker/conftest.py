@@ -13,7 +13,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,13 +50,17 @@ def redis_available() -> bool:
     return True
 
 
-@pytest.fixture
-def processes() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+@contextmanager
+def started_processes(
+    python_args: Sequence[str],
+) -> Iterator[Callable[[list[str], dict[str, str], Path], subprocess.Popen[bytes]]]:
+    """``start(args, env, log)`` runs ``python PYTHON_ARGS ARGS`` in its own session with
+    its output in ``log``; every process it started is ended by process group on exit."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mailgate.cli", *args],
+            [sys.executable, *python_args, *args],
             env={**os.environ, **env},
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
@@ -64,16 +69,24 @@ def processes() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         started.append(proc)
         return proc
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in started:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in started:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def processes() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    with started_processes(["-m", "mailgate.cli"]) as start:
+        yield start
 
 
 def send(port: int, sender: str, rcpt: str, body: str, subject: str = "Hello") -> None:
