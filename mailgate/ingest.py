@@ -14,7 +14,6 @@ store. Re-running it on a processed row does nothing (idempotent, at-least-once 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Callable
@@ -54,9 +53,8 @@ from mailgate.models import (
 )
 from mailgate.reading import Reading, read_message
 from mailgate.senders import AuthVerdict, authenticate
-from mailgate.threads import KnownPost, assign_thread, base_subject, referenced_ids
+from mailgate.threads import KnownPost, assign_thread, base_subject, message_key, referenced_ids
 from mailgate.tokens import TokenError, TokenKind, read_token
-from mailgate.trace import without_own_trace
 
 log = logging.getLogger("mailgate.ingest")
 
@@ -117,15 +115,6 @@ _RANK = {
 def _storable(text: str) -> str:
     """Text fit for every engine: PostgreSQL refuses NUL in text columns."""
     return text.replace("\x00", "\ufffd")
-
-
-def message_key(message_id: str | None, raw: bytes) -> str:
-    """DUR-02's idempotency key: the normalised Message-ID, else the bytes' digest."""
-    if message_id:
-        return hashlib.sha256(message_id.strip().lower().encode()).hexdigest()
-    # Without a Message-ID, the bytes as the client sent them (our trace field differs
-    # on every delivery, so a retry must not count as new).
-    return hashlib.sha256(b"raw:" + without_own_trace(raw)).hexdigest()
 
 
 # Tables for Core statements on the hot path (see store_post).

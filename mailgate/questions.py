@@ -14,7 +14,6 @@ Everything here is idempotent: unique keys on asks, mails and follow-ups.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from mailgate.models import (
     SiteRole,
     Visibility,
 )
+from mailgate.threads import message_key
 
 COMPANY_SLUG = "questions"  # the system list holding company-wide questions (reserved)
 COMPANY = "company"  # the audience name for "everyone"
@@ -356,7 +356,7 @@ def create_question(
                 "parent_id": None,
                 "raw_id": raw_id,
                 "message_id": mid[:998],
-                "message_key": hashlib.sha256(mid.strip().lower().encode()).hexdigest(),
+                "message_key": message_key(mid),
                 "subject": subject,
                 "text": spec.text.strip() + "\n",
                 "elided": "",

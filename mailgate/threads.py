@@ -6,14 +6,27 @@ those ids in the target list. Output: a :class:`ThreadChoice`.
 
 Order of authority: the reply token, then In-Reply-To/References matching ids we issued
 or stored, then a new discussion. The subject alone never joins a thread: two people
-writing "Lunch?" are two discussions.
+writing "Lunch?" are two discussions. :func:`message_key` is the key a stored post is
+known by in its list (the same message twice is one post, DUR-02).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from mailgate.trace import without_own_trace
+
+
+def message_key(message_id: str | None, raw: bytes = b"") -> str:
+    """DUR-02's idempotency key: the normalised Message-ID, else the bytes' digest."""
+    if message_id:
+        return hashlib.sha256(message_id.strip().lower().encode()).hexdigest()
+    # Without a Message-ID, the bytes as the client sent them (our trace field differs
+    # on every delivery, so a retry must not count as new).
+    return hashlib.sha256(b"raw:" + without_own_trace(raw)).hexdigest()
 
 
 @dataclass(frozen=True)
