@@ -266,7 +266,7 @@ class QuestionMailSettings:
 
 def _answers(session: Session, question: Question, first_post: int) -> list[AnswerFacts]:
     facts = questions.question_facts(session, question, count_answers=False)
-    leaders = facts.viewers | ({question.asker_id} if question.asker_id else set())
+    leaders = facts.leaders
     rows = session.execute(
         select(Post.author_id, Person.name, Person.department, Post.text, Post.created_at)
         .join(Person, Person.id == Post.author_id)

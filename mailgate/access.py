@@ -113,8 +113,12 @@ class QuestionFacts:
     viewers: frozenset[int]  # people the asker named (see answers, may answer for them)
     answerers: int  # distinct people who answered so far
 
+    @property
+    def leaders(self) -> frozenset[int]:
+        """The asker and the people they named: their posts are replies, not answers."""
+        return self.viewers | ({self.asker_id} if self.asker_id is not None else frozenset())
+
     def is_leader(self, person_id: int | None) -> bool:
-        """The asker or someone they named: their posts are replies, not answers."""
         return person_id is not None and (person_id == self.asker_id or person_id in self.viewers)
 
 

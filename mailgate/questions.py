@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import cast
 
@@ -175,14 +175,16 @@ def question_facts(
             select(QuestionViewer.person_id).where(QuestionViewer.question_id == question.id)
         )
     )
-    leaders = viewers | ({question.asker_id} if question.asker_id else set())
-    return access.QuestionFacts(
+    facts = access.QuestionFacts(
         asker_id=question.asker_id,
         open=question.visibility is AnswerVisibility.OPEN,
         anonymous=question.anonymous,
         viewers=viewers,
-        answerers=(answerer_count(session, question, frozenset(leaders)) if count_answers else 0),
+        answerers=0,
     )
+    if not count_answers:
+        return facts
+    return replace(facts, answerers=answerer_count(session, question, facts.leaders))
 
 
 def first_post_id(session: Session, discussion_id: int) -> int | None:
@@ -511,8 +513,7 @@ def people_who_asked(session: Session, question: Question, post_id: int) -> set[
     first = first_post_id(session, question.discussion_id)
     if post_id == first:
         facts = question_facts(session, question, count_answers=False)
-        leaders = facts.viewers | ({question.asker_id} if question.asker_id else set())
-        return answerer_ids(session, question, frozenset(leaders))
+        return answerer_ids(session, question, facts.leaders)
     author = session.scalar(select(Post.author_id).where(Post.id == post_id))
     likers = set(session.scalars(select(Like.person_id).where(Like.post_id == post_id)))
     return ({author} if author else set()) | likers
