@@ -120,10 +120,9 @@ def _queue_due_asks(session: Session, now: datetime) -> int:
     ).all()
     queued: dict[int, list[int]] = {}
     for ask, tz, away_until, deadline in rows:
-        person = Person(timezone=tz, away_until=away_until)
-        back = questions.is_away(person, now)
+        back = questions.is_away(away_until, tz, now)
         if back is not None:
-            later = questions.back_at(person, back)
+            later = questions.back_at(tz, back)
             if deadline is not None and later >= deadline:
                 ask.skipped = "away"
             else:
@@ -164,8 +163,7 @@ def _queue_reminders(session: Session, now: datetime) -> int:
     ).all()
     count = 0
     for ask, tz, away_until in rows:
-        person = Person(timezone=tz, away_until=away_until)
-        if questions.is_away(person, now) is not None:
+        if questions.is_away(away_until, tz, now) is not None:
             continue  # paused until they are back (their out-of-office said when)
         if next_sensible_time(now, tz) != now:
             continue  # not in their working hours: a later tick will do it

@@ -193,20 +193,21 @@ def first_post_id(session: Session, discussion_id: int) -> int | None:
     )
 
 
-def is_away(person: Person, now: datetime) -> date | None:
-    """The date they are back, if they are away at ``now`` (their local date)."""
-    if not person.away_until:
+def is_away(away_until: str | None, timezone: str, now: datetime) -> date | None:
+    """The date someone is back (``people.away_until``), if they are away at ``now``
+    (their local date in ``timezone``)."""
+    if not away_until:
         return None
     try:
-        back = date.fromisoformat(person.away_until)
+        back = date.fromisoformat(away_until)
     except ValueError:
         return None
-    return back if local_date(now, person.timezone) < back else None
+    return back if local_date(now, timezone) < back else None
 
 
-def back_at(person: Person, back: date) -> datetime:
+def back_at(timezone: str, back: date) -> datetime:
     """The start of their first working day back, in their local time."""
-    tz = zone(person.timezone)
+    tz = zone(timezone)
     day = back
     while day.weekday() >= 5:
         day += timedelta(days=1)
@@ -271,9 +272,9 @@ def schedule_asks(
             continue
         due = due_for(person) if due_for else next_sensible_time(now, person.timezone)
         skipped = ""
-        back = is_away(person, max(now, due))
+        back = is_away(person.away_until, person.timezone, max(now, due))
         if back is not None:
-            due = back_at(person, back)
+            due = back_at(person.timezone, back)
             if skip_away or (question.deadline is not None and due >= question.deadline):
                 skipped = "away"
         values.append(
