@@ -506,7 +506,8 @@ def _ask(
     assert reading.body is not None
     now = ctx.now()
     directives = parse_ask_directives(reading.body.text, local_date(now, person.timezone))
-    facts: dict[str, Any] = {"audience": directives.audience or questions.COMPANY}
+    audience = directives.audience or questions.COMPANY
+    facts: dict[str, Any] = {"audience": audience}
     if directives.errors:
         return _refuse(
             session,
@@ -517,22 +518,12 @@ def _ask(
             "ask-invalid",
             {**facts, "details": "\n".join(directives.errors)},
         )
-    audience = directives.audience or questions.COMPANY
-    if audience == questions.COMPANY:
-        ml = questions.company_list(session)
-    else:
-        found = _list_by_slug(session, audience)
-        if found is None:
-            return _refuse(
-                session,
-                row,
-                reading,
-                ctx,
-                shown,
-                "ask-invalid",
-                {**facts, "details": f"There is no list named {audience!r}."},
-            )
-        ml = found
+    try:
+        ml = questions.audience_list(session, audience)
+    except questions.QuestionError as exc:
+        return _refuse(
+            session, row, reading, ctx, shown, "ask-invalid", {**facts, "details": str(exc)}
+        )
     if not access.may_ask(
         questions.viewer(session, ml, person), company_wide=audience == questions.COMPANY
     ):
@@ -563,7 +554,11 @@ def _ask(
         visibility=AnswerVisibility(directives.visibility or "open"),
         anonymous=bool(directives.anonymous),
         viewers=directives.viewers,
-        max_reminders=(directives.reminders if directives.reminders is not None else 2),
+        max_reminders=(
+            directives.reminders
+            if directives.reminders is not None
+            else questions.DEFAULT_REMINDERS
+        ),
     )
     try:
         question = questions.create_question(

@@ -96,6 +96,17 @@ def company_list(session: Session) -> MailingList:
     return ml
 
 
+def audience_list(session: Session, audience: str) -> MailingList:
+    """The list a question to ``audience`` ("company" or a list slug) lives on; raises
+    :class:`QuestionError` for a list that does not exist or is archived."""
+    if audience == COMPANY:
+        return company_list(session)
+    found = session.scalar(select(MailingList).where(MailingList.slug == audience))
+    if found is None or found.archived_at is not None:
+        raise QuestionError(f"no list named {audience!r} to ask")
+    return found
+
+
 def viewer(session: Session, ml: MailingList, person: Person | None) -> access.Viewer:
     """A person as access control sees them for ``ml``, with their site roles."""
     if person is None:
@@ -313,13 +324,7 @@ def create_question(
     if spec.deadline is not None and spec.deadline <= now:
         raise QuestionError("the deadline is in the past")
     company_wide = spec.audience == COMPANY
-    if company_wide:
-        ml = company_list(session)
-    else:
-        found = session.scalar(select(MailingList).where(MailingList.slug == spec.audience))
-        if found is None or found.archived_at is not None:
-            raise QuestionError(f"no list named {spec.audience!r} to ask")
-        ml = found
+    ml = audience_list(session, spec.audience)
     # Prompts (no asker) are created by an administrator through the CLI.
     if asker is not None and not access.may_ask(
         viewer(session, ml, asker), company_wide=company_wide
