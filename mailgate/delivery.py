@@ -250,6 +250,7 @@ def _fan_out_answer(
     people = session.scalars(
         select(Person).where(Person.id.in_(candidates), ~muted, ~suspended).order_by(Person.id)
     ).all()
+    readers = questions.viewers(session, ml, people)
     values = [
         {
             "post_id": post.id,
@@ -266,7 +267,7 @@ def _fan_out_answer(
         and access.may_see_question_post(
             qfacts,
             facts,
-            questions.viewer(session, ml, person),
+            readers[person.id],
             author_id=post.author_id,
             is_question=False,
             parent_author_id=parent_author,
