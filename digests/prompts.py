@@ -92,10 +92,10 @@ def create_prompt(
         raise PromptError(f"a prompt named {name!r} already exists")
     list_id = None
     if audience != questions.COMPANY:
-        ml = session.scalar(select(MailingList).where(MailingList.slug == audience))
-        if ml is None or ml.archived_at is not None:
-            raise PromptError(f"no list named {audience!r}")
-        list_id = ml.id
+        try:
+            list_id = questions.audience_list(session, audience).id
+        except questions.QuestionError:
+            raise PromptError(f"no list named {audience!r}") from None
     questions_bank = [q.strip() for q in (bank or list(STARTER_BANK)) if q.strip()]
     if not questions_bank:
         raise PromptError("the bank has no questions")
