@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import smtplib
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -23,7 +22,7 @@ from mailgate.db import unit_of_work
 from mailgate.ingest import IngestContext, run_ingest
 from mailgate.models import Digest, Mute, Notice, Person, Post, RawMessage
 from tests.conftest import DOMAIN, SECRET, free_port
-from tests.worker.conftest import REDIS_URL, redis_available, wait_for
+from tests.worker.conftest import REDIS_URL, require_fresh_redis, wait_for
 from worker.mailer import SmtpMailer
 
 MAIL = DigestMail(domain=DOMAIN, secret=SECRET, base_url="https://mg.corp.example")
@@ -213,13 +212,7 @@ def test_replies_to_an_item_and_commands_to_the_digest(  # type: ignore[no-untyp
 def test_scheduler_step_through_a_real_worker_on_redis(  # type: ignore[no-untyped-def]
     world, mailgate_env, processes, relay_sink, session_factory, tmp_path, dkim_key
 ) -> None:
-    if not redis_available():
-        if os.environ.get("MAILGATE_REQUIRE_REDIS") == "1":
-            pytest.fail("Redis is required but not reachable")
-        pytest.skip("no Redis")
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    require_fresh_redis()
     # The scheduler runs on the real clock: make the posts from the last hour.
     with unit_of_work(session_factory) as s:
         s.execute(update(Post).values(created_at=datetime.now(UTC) - timedelta(hours=1)))

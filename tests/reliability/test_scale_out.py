@@ -5,7 +5,6 @@ member, no lost work.
 
 from __future__ import annotations
 
-import os
 import smtplib
 import threading
 import time
@@ -18,7 +17,12 @@ from mailgate import directory as d
 from mailgate.db import unit_of_work
 from mailgate.models import DeliveryRecord, DeliveryStatus, Post, RawMessage, RawStatus
 from tests.conftest import DOMAIN, ENGINE, free_port
-from tests.worker.conftest import REDIS_URL, port_open, redis_available, wait_for
+from tests.worker.conftest import (
+    REDIS_URL,
+    port_open,
+    require_fresh_redis,
+    wait_for,
+)
 
 MESSAGES = 30
 MEMBERS = 40
@@ -31,13 +35,7 @@ pytestmark = pytest.mark.skipif(
 def test_two_gateways_two_workers_one_post_per_message(  # type: ignore[no-untyped-def]
     mailgate_env, session_factory, processes, relay_sink, tmp_path
 ) -> None:
-    if not redis_available():
-        if os.environ.get("MAILGATE_REQUIRE_REDIS") == "1":
-            pytest.fail("Redis is required but not reachable")
-        pytest.skip("no Redis")
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    require_fresh_redis()
     members = [f"m{i:02d}@corp.example" for i in range(MEMBERS)]
     with unit_of_work(session_factory) as s:
         d.create_list(s, "test", "eng", visibility="members")

@@ -40,6 +40,18 @@ def port_open(port: int) -> bool:
         return False
 
 
+def require_fresh_redis() -> None:
+    """Skip the test without Redis (fail it under ``MAILGATE_REQUIRE_REDIS=1``, as CI
+    runs); otherwise empty the suite's Redis database for it."""
+    if not redis_available():
+        if os.environ.get("MAILGATE_REQUIRE_REDIS") == "1":
+            pytest.fail("Redis is required (MAILGATE_REQUIRE_REDIS=1) but not reachable")
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
 def redis_available() -> bool:
     try:
         import redis

@@ -21,7 +21,12 @@ from mailgate import directory as d
 from mailgate.db import unit_of_work
 from mailgate.models import DeliveryRecord, DeliveryStatus, Post
 from tests.conftest import DOMAIN, free_port
-from tests.worker.conftest import REDIS_URL, port_open, redis_available, wait_for
+from tests.worker.conftest import (
+    REDIS_URL,
+    port_open,
+    require_fresh_redis,
+    wait_for,
+)
 
 AUTHOR = "alice@corp.example"
 
@@ -48,13 +53,7 @@ def post(port: int, sender: str, rcpt: str, body: str, **headers: str) -> None:
 
 def start_system(processes, mailgate_env, relay_sink, tmp_path, broker: str):  # type: ignore[no-untyped-def]
     if broker == "redis":
-        if not redis_available():
-            if os.environ.get("MAILGATE_REQUIRE_REDIS") == "1":
-                pytest.fail("Redis is required but not reachable")
-            pytest.skip("no Redis at 127.0.0.1:6379")
-        import redis
-
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        require_fresh_redis()
     port = free_port()
     env = {
         **mailgate_env,

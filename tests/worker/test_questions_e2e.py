@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import smtplib
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,12 @@ from sqlalchemy import func, select
 from mailgate.db import unit_of_work
 from mailgate.models import Ask, Followup, Person, Post, Question, QuestionMail
 from tests.conftest import DOMAIN, free_port
-from tests.worker.conftest import REDIS_URL, port_open, redis_available, wait_for
+from tests.worker.conftest import (
+    REDIS_URL,
+    port_open,
+    require_fresh_redis,
+    wait_for,
+)
 
 CEO = "ceo@corp.example"
 AR = "mx.corp.example; dkim=pass header.d=corp.example; dmarc=pass header.from=corp.example"
@@ -63,13 +67,7 @@ def company(directory, session_factory):  # type: ignore[no-untyped-def]
 
 
 def start(processes, mailgate_env, relay_sink, tmp_path, extra=None):  # type: ignore[no-untyped-def]
-    if not redis_available():
-        if os.environ.get("MAILGATE_REQUIRE_REDIS") == "1":
-            pytest.fail("Redis is required but not reachable")
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    require_fresh_redis()
     port = free_port()
     env = {
         **mailgate_env,

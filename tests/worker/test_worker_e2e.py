@@ -11,7 +11,6 @@ import os
 import signal
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from mailgate.models import Notice, Post, RawMessage, RawStatus
@@ -20,7 +19,7 @@ from tests.worker.conftest import (
     REDIS_URL,
     outbox_files,
     port_open,
-    redis_available,
+    require_fresh_redis,
     seed,
     send,
     wait_for,
@@ -30,13 +29,7 @@ from tests.worker.conftest import (
 def test_gateway_and_worker_on_redis(  # type: ignore[no-untyped-def]
     mailgate_env, run_cli, session_factory, processes, tmp_path
 ) -> None:
-    if not redis_available():
-        if os.environ.get("MAILGATE_REQUIRE_REDIS") == "1":
-            pytest.fail("Redis is required (MAILGATE_REQUIRE_REDIS=1) but not reachable")
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    require_fresh_redis()
     seed(run_cli)
     port = free_port()
     env = {**mailgate_env, "MAILGATE_BROKER_URL": REDIS_URL, "MAILGATE_SMTP_PORT": str(port)}
