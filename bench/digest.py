@@ -54,7 +54,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fanout import Sink, pick_sink, prepare_database, stop_process  # noqa: E402
+from bench.fanout import (  # noqa: E402
+    Sink,
+    TimedRelay,
+    drive_workers,
+    pick_sink,
+    prepare_database,
+)
 
 DOMAIN = "lists.bench.example"
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
@@ -477,27 +483,6 @@ class NullRelay:
         return SendResult(accepted=tuple(recipients), permanent={}, temporary={})
 
 
-class TimedRelay:
-    """Wraps a relay to add the time spent connected to it (sending) to ``phases``."""
-
-    def __init__(self, inner: Any, phases: dict[str, float]) -> None:
-        self.inner = inner
-        self.phases = phases
-        phases["relay"] = 0.0
-
-    @contextmanager
-    def open(self) -> Iterator[Any]:
-        start = time.perf_counter()
-        try:
-            with self.inner.open() as connection:
-                yield connection
-        finally:
-            self.phases["relay"] += time.perf_counter() - start
-
-    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> Any:
-        return self.inner.send(mail_from, recipients, message)
-
-
 # ---------------------------------------------------------------- a digest worker process
 
 
@@ -593,36 +578,7 @@ def run_workers(
         )
         for _ in shares
     ]
-    try:
-        for proc, share in zip(procs, shares, strict=True):
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps(share) + "\n")
-            proc.stdin.flush()
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
-                raise RuntimeError("a worker process failed to start")
-        start = time.perf_counter()
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        results = []
-        for proc in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError("a worker process died")
-            results.append(json.loads(line))
-        elapsed = time.perf_counter() - start
-    finally:
-        for proc in procs:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                stop_process(proc)
+    elapsed, results = drive_workers(procs, shares)
     if any(r["deferred"] for r in results):
         raise RuntimeError(f"worker reports: {results}")
     return elapsed, results

@@ -40,7 +40,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,29 +188,36 @@ class Sink:
 
 
 def prepare_database(url: str | None, tmp: Path) -> tuple[str, Callable[[], None] | None]:
+    """A migrated database of our own: a file in ``tmp``, or on PostgreSQL a scratch
+    database created (and later dropped) beside the one ``url`` names. Shared by the
+    benchmarks."""
     from sqlalchemy import create_engine, text
 
     from mailgate.db import upgrade_database
 
-    cleanup = None
     if url is None:
         url = f"sqlite:///{tmp / 'bench.db'}"
-    else:
-        name = f"mailgate_bench_{os.getpid()}"
-        admin = create_engine(url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        base = url
-        url = url.rsplit("/", 1)[0] + f"/{name}"
+        upgrade_database(url)
+        return url, None
+    name = f"mailgate_bench_{os.getpid()}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    base = url
 
-        def cleanup() -> None:
-            engine = create_engine(base, isolation_level="AUTOCOMMIT")
-            with engine.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            engine.dispose()
+    def cleanup() -> None:
+        engine = create_engine(base, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
 
-    upgrade_database(url)
+    url = url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade_database(url)
+    except BaseException:
+        cleanup()
+        raise
     return url, cleanup
 
 
@@ -389,36 +397,7 @@ def run_workers(url: str, sink: Sink, post_id: int, batches: list[list[int]], n:
         )
         for _ in range(n)
     ]
-    try:
-        for i, proc in enumerate(procs):
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(batches[i::n]) + "\n")  # round-robin shares
-            proc.stdin.flush()
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
-                raise RuntimeError("a worker process failed to start")
-        start = time.perf_counter()
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        results = []
-        for proc in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError("a worker process died")
-            results.append(json.loads(line))
-        elapsed = time.perf_counter() - start
-    finally:
-        for proc in procs:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                stop_process(proc)
+    elapsed, results = drive_workers(procs, [batches[i::n] for i in range(n)])  # round-robin
     if any(r["failed"] or r["deferred"] for r in results):
         raise RuntimeError(f"worker reports: {results}")
     return elapsed
@@ -620,6 +599,65 @@ def memory_run(sink_kind: str, tmp: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- main
+
+
+def drive_workers(
+    procs: Sequence[subprocess.Popen[str]], shares: Sequence[object]
+) -> tuple[float, list[dict[str, Any]]]:
+    """Hand each worker process its share (a JSON line), wait for every "ready", say
+    "go" to all, and return the seconds until the last one reported its JSON result.
+    The processes are ended on the way out, whatever happens."""
+    try:
+        for proc, share in zip(procs, shares, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(share) + "\n")
+            proc.stdin.flush()
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a worker process failed to start")
+        start = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("a worker process died")
+            results.append(json.loads(line))
+        return time.perf_counter() - start, results
+    finally:
+        for proc in procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                stop_process(proc)
+
+
+class TimedRelay:
+    """Wraps a relay to add the time spent connected to it (sending) to ``phases``."""
+
+    def __init__(self, inner: Any, phases: dict[str, float]) -> None:
+        self.inner = inner
+        self.phases = phases
+        phases["relay"] = 0.0
+
+    @contextmanager
+    def open(self) -> Iterator[Any]:
+        start = time.perf_counter()
+        try:
+            with self.inner.open() as connection:
+                yield connection
+        finally:
+            self.phases["relay"] += time.perf_counter() - start
+
+    def send(self, mail_from: str, recipients: Sequence[str], message: bytes) -> Any:
+        return self.inner.send(mail_from, recipients, message)
 
 
 def pick_sink(choice: str) -> str:

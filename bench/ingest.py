@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import email
-import os
 import random
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,18 +32,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench.fanout import free_port, prepare_database  # noqa: E402 - after the path insert
+
 DOMAIN = "lists.bench.example"
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 WORDS = (
     "deploy cache latency customer roadmap budget review launch metric incident quarter "
     "hiring design tests migration onboarding feedback release pricing support"
 ).split()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def paragraph(rng: random.Random, words: int) -> str:
@@ -171,30 +165,6 @@ def measure_server(kind: str, url: str, clients: int, per_client: int, size: int
 
 
 # ---------------------------------------------------------------- setup
-
-
-def prepare_database(url: str | None, tmp: Path) -> tuple[str, object]:
-    from sqlalchemy import create_engine, text
-
-    from mailgate.db import upgrade_database
-
-    cleanup = None
-    if url is None:
-        url = f"sqlite:///{tmp / 'bench.db'}"
-    else:
-        name = f"mailgate_bench_{os.getpid()}"
-        admin = create_engine(url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        base = url
-        url = url.rsplit("/", 1)[0] + f"/{name}"
-
-        def cleanup() -> None:  # type: ignore[misc]
-            with create_engine(base, isolation_level="AUTOCOMMIT").connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    upgrade_database(url)
-    return url, cleanup
 
 
 def seed(url: str, members: int) -> None:

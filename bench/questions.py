@@ -42,7 +42,7 @@ run, every answer stored as a post in the question's discussion and its ask mark
 Run: ``.venv/bin/python bench/questions.py [--members N] [--answers N] [--workers N]
 [--sample N] [--database-url URL]`` (default SQLite in a temp dir; PostgreSQL with e.g.
 ``--database-url postgresql+psycopg://127.0.0.1:5432/test`` — it creates and drops a
-scratch database ``bench_questions_<pid>``). Smoke run: ``--members 500 --answers 200``.
+scratch database ``mailgate_bench_<pid>``). Smoke run: ``--members 500 --answers 200``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -68,6 +68,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from bench.fanout import TimedRelay, prepare_database  # noqa: E402 - after the path insert
 
 DOMAIN = "lists.corp.example"
 SECRET = "bench-questions-secret-0123456789abcdef0"  # 40 characters
@@ -127,39 +129,6 @@ CLOSERS = (
 
 
 # ---------------------------------------------------------------- database
-
-
-def prepare_database(url: str | None, tmp: Path) -> tuple[str, Callable[[], None] | None]:
-    """A migrated database of our own: a file in ``tmp``, or on PostgreSQL a scratch
-    database created (and later dropped) beside the one ``url`` names."""
-    from sqlalchemy import create_engine, text
-
-    from mailgate.db import upgrade_database
-
-    if url is None:
-        url = f"sqlite:///{tmp / 'bench.db'}"
-        upgrade_database(url)
-        return url, None
-    name = f"bench_questions_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    base = url
-
-    def cleanup() -> None:
-        engine = create_engine(base, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-    url = url.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade_database(url)
-    except BaseException:
-        cleanup()
-        raise
-    return url, cleanup
 
 
 def scratch_tables(engine: Any) -> dict[str, Any]:
@@ -376,24 +345,6 @@ def warm_up(factory: Any) -> None:
         template_env().get_template(f"questions/{kind}.txt")
     with factory() as session:
         session.execute(text("SELECT 1"))
-
-
-class TimedRelay:
-    """Wraps a relay to add the time spent in it (writing files) to ``phases``."""
-
-    def __init__(self, inner: Any, phases: dict[str, float]) -> None:
-        self.inner = inner
-        self.phases = phases
-        phases["relay"] = 0.0
-
-    @contextmanager
-    def open(self) -> Iterator[Any]:
-        start = time.perf_counter()
-        try:
-            with self.inner.open() as connection:
-                yield connection
-        finally:
-            self.phases["relay"] += time.perf_counter() - start
 
 
 @contextmanager
