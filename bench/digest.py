@@ -60,6 +60,7 @@ from bench.fanout import (  # noqa: E402
     drive_workers,
     pick_sink,
     prepare_database,
+    timed,
 )
 
 DOMAIN = "lists.bench.example"
@@ -490,20 +491,8 @@ def instrument(phases: dict[str, float]) -> None:
     """Time the stages ``send_digests`` calls, by wrapping them where it looks them up."""
     from digests import sending
 
-    def timed(name: str, fn: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                phases[name] += time.perf_counter() - start
-
-        return wrapper
-
-    stages = ("claim_digests", "windows", "gather", "plan_digest", "compose_for")
-    for name in stages:
-        phases[name] = 0.0
-        setattr(sending, name, timed(name, getattr(sending, name)))
+    for name in ("claim_digests", "windows", "gather", "plan_digest", "compose_for"):
+        setattr(sending, name, timed(phases, name, getattr(sending, name)))
 
 
 def peak_rss_kb() -> int:

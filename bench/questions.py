@@ -69,7 +69,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.fanout import TimedRelay, prepare_database  # noqa: E402 - after the path insert
+from bench.fanout import TimedRelay, prepare_database, timed  # noqa: E402 - after the path insert
 
 DOMAIN = "lists.corp.example"
 SECRET = "bench-questions-secret-0123456789abcdef0"  # 40 characters
@@ -357,19 +357,8 @@ def instrumented(phases: dict[str, float]) -> Iterator[None]:
         name: getattr(module, name) for name in ("_claim", "mail_context", "compose_question_mail")
     }
 
-    def timed(name: str, fn: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                phases[name] += time.perf_counter() - start
-
-        return wrapper
-
     for name, fn in originals.items():
-        phases[name] = 0.0
-        setattr(module, name, timed(name, fn))
+        setattr(module, name, timed(phases, name, fn))
     try:
         yield
     finally:

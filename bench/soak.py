@@ -68,7 +68,7 @@ sys.path.insert(0, str(ROOT))
 from bench.fanout import (  # noqa: E402 - after the path insert, as a script
     DOMAIN,
     Sink,
-    bare_send,
+    bare_rate,
     free_port,
     pick_sink,
     site_env,
@@ -738,14 +738,7 @@ def bare_relay_rate(
     """Pre-rendered messages of the soak's sizes, one connection, into the relay's kind
     of sink: what sending copies costs with nothing else to do."""
     copies = [(p.sender, "member0001@corp.example", to_bytes(p)) for p in plan]
-    sink = Sink(sink_kind, tmp)
-    try:
-        rate = len(copies) / bare_send(sink.port, copies)
-        if sink.wait_for(len(copies)) != len(copies):
-            raise RuntimeError("the sink did not count every baseline message")
-    finally:
-        sink.stop()
-    return rate
+    return bare_rate(sink_kind, tmp, copies)
 
 
 # ---------------------------------------------------------------- main
