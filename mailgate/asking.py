@@ -42,6 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from mailgate.addressing import SLUG_RE
+
 __all__ = [
     "AskDirectives",
     "NotYet",
@@ -719,7 +721,6 @@ _DIRECTIVE_LINE = re.compile(r"^\s*([^\W\d_][^\W\d_ -]*(?:[ -][^\W\d_]+)?)\s*:\s
 _BARE_ANONYMOUS = re.compile(r"^\s*anonymous(?:ly)?\s*[.!:]?\s*$", re.IGNORECASE)
 
 _COMPANY_WORDS = {"company", "the company", "whole company", "everyone", "everybody", "all"}
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _VISIBILITY_WORDS = {
     "open": "open",
     "public": "open",
@@ -741,7 +742,7 @@ def _read_audience(value: str, label: str) -> tuple[str | None, str | None]:
     if folded in _COMPANY_WORDS:
         return "company", None
     slug = folded.strip("<>").split("@", 1)[0]  # "eng@lists.example" names the list "eng"
-    if _SLUG.match(slug):
+    if SLUG_RE.match(slug):  # the shape a list name has (mailgate.addressing)
         return slug, None
     return None, f"{label}: '{value}' is not a list name; use company or a list name"
 

@@ -193,6 +193,8 @@ DIRECTIVE_ERRORS = [
         "audience",
         "To: 'everyone in sales!' is not a list name; use company or a list name",
     ),
+    # A list name never ends in punctuation (mailgate.addressing.SLUG_RE).
+    ("To: eng-", "audience", "To: 'eng-' is not a list name; use company or a list name"),
 ]
 
 
