@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 from sqlalchemy import func, or_, select
@@ -289,15 +289,15 @@ def _question_facts(
         firsts[did] = min(first, firsts.get(did, first))
     out = {}
     for qid, did, asker, visibility, anonymous, lid, lvis, lpost, lmand, larch in rows:
-        leaders = viewers[qid] | ({asker} if asker else set())
+        facts = access.QuestionFacts(
+            asker_id=asker,
+            open=visibility == "open",
+            anonymous=anonymous,
+            viewers=frozenset(viewers[qid]),
+            answerers=0,
+        )
         out[did] = (
-            access.QuestionFacts(
-                asker_id=asker,
-                open=visibility == "open",
-                anonymous=anonymous,
-                viewers=frozenset(viewers[qid]),
-                answerers=len(authors[did] - leaders),
-            ),
+            replace(facts, answerers=len(authors[did] - facts.leaders)),
             firsts[did],
             access.ListFacts(lid, lvis, lpost, lmand, larch is not None),
         )
