@@ -36,14 +36,13 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
-import jinja2
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailgate.models import Ask, Discussion, Membership, Person, Post, Question, QuestionKind
+from mailgate.notices import template_env
 
 # ---------------------------------------------------------------- value objects
 
@@ -382,16 +381,6 @@ def bar_chart(
     )
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("templates", ""),
-        undefined=jinja2.StrictUndefined,
-        autoescape=True,
-        keep_trailing_newline=True,
-    )
-
-
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
@@ -431,7 +420,7 @@ def render_html(stats: EngagementStats, title: str) -> str:
         ("Unanswered questions", str(stats.unanswered_questions)),
     ]
     return (
-        _environment()
+        template_env()
         .get_template("stats/report.html")
         .render(
             title=title,

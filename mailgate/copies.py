@@ -60,11 +60,9 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import css_inline
-import jinja2
 from markupsafe import Markup
 
 from mailgate.addressing import (
@@ -75,6 +73,7 @@ from mailgate.addressing import (
     reply_address,
 )
 from mailgate.folding import fold_words
+from mailgate.notices import template_env
 from mailgate.signing import (
     OVERSIGN,
     DkimKey,
@@ -335,17 +334,6 @@ def _qp_encode(text: str, placeholders: Sequence[bytes]) -> bytes:
     return b"\r\n".join(out)
 
 
-@lru_cache(maxsize=1)
-def _template_env() -> jinja2.Environment:
-    # Like notices.template_env(), plus autoescape for .html templates.
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("templates", ""),
-        undefined=jinja2.StrictUndefined,
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html",)),
-        keep_trailing_newline=True,
-    )
-
-
 # ---------------------------------------------------------------- prepare and render
 
 
@@ -448,7 +436,7 @@ def prepare_post(source: PostSource, settings: CopySettings) -> PreparedPost:
         "mandatory": source.mandatory,
         "announce_only": source.announce_only,
     }
-    env = _template_env()
+    env = template_env()
     text = env.get_template("post/body.txt").render(context).rstrip("\n") + "\n"
     page = css_inline.inline(env.get_template("post/body.html").render(context))
     body = b"".join(

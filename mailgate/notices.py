@@ -31,10 +31,11 @@ from mailgate.models import Notice, utcnow
 
 @lru_cache(maxsize=1)
 def template_env() -> jinja2.Environment:
+    """The templates/ folder: ``.html`` templates autoescape, text ones do not."""
     return jinja2.Environment(
         loader=jinja2.PackageLoader("templates", ""),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
         keep_trailing_newline=True,
     )
 
