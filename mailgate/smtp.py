@@ -522,11 +522,20 @@ class GatewaySMTP(SMTP):
             handler.open_sessions -= 1
 
 
-def _is_loopback(host: str) -> bool:
+def _peer_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The peer's IP as policy sees it: without an IPv6 zone, IPv4-mapped unwrapped."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return False
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_loopback(host: str) -> bool:
+    address = _peer_address(host)
+    return address is not None and address.is_loopback
 
 
 def trusted_networks(peers: Sequence[str]) -> list[Any]:
@@ -534,12 +543,9 @@ def trusted_networks(peers: Sequence[str]) -> list[Any]:
 
 
 def is_trusted(host: str, networks: Sequence[Any]) -> bool:
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    address = _peer_address(host)
+    if address is None:
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     return any(address.version == net.version and address in net for net in networks)
 
 

@@ -184,3 +184,22 @@ def test_loopback_is_exempt_by_default(certificate, session_factory, directory) 
             smtp.sendmail(ALICE, [f"eng@{DOMAIN}"], MESSAGE.encode())  # … not required
     finally:
         controller.stop()
+
+
+@pytest.mark.parametrize(
+    ("host", "exempt"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),  # IPv4-mapped, as is_trusted reads it
+        ("::ffff:10.0.0.1", False),
+        ("10.0.0.1", False),
+        ("fe80::1%eth0", False),
+        ("not-an-address", False),
+    ],
+)
+def test_which_peers_count_as_loopback(host: str, exempt: bool) -> None:
+    from mailgate.smtp import _is_loopback
+
+    assert _is_loopback(host) is exempt
