@@ -199,6 +199,14 @@ class Gateway:
 
         return smtplib.SMTP(self.host, self.port, timeout=10)
 
+    def submit(self, raw: bytes, rcpts: str | list[str], mail_from: str) -> int:
+        """Send one message over SMTP; the id of the raw row the gateway stored for it."""
+        before = len(self.published)
+        with self.smtp() as client:
+            client.sendmail(mail_from, [rcpts] if isinstance(rcpts, str) else rcpts, raw)
+        (raw_id,) = self.published_after(before)
+        return int(raw_id)
+
     def published_after(self, before: int, count: int = 1, timeout: float = 5.0) -> list[int]:
         """Raw ids handed to the broker port after index ``before``.
 

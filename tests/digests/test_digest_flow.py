@@ -45,10 +45,7 @@ def world(directory, gateway, session_factory):  # type: ignore[no-untyped-def]
             f"From: {sender}\r\nTo: {list_slug}@{DOMAIN}\r\nSubject: {subject}\r\n"
             f"Message-ID: <{time.time_ns()}.{sender}>\r\n{head}\r\n{body}\r\n"
         ).encode()
-        before = len(gateway.published)
-        with gateway.smtp() as client:
-            client.sendmail(sender, [f"{list_slug}@{DOMAIN}"], raw)
-        (raw_id,) = gateway.published_after(before)
+        raw_id = gateway.submit(raw, f"{list_slug}@{DOMAIN}", sender)
         ctx = IngestContext(domain=DOMAIN, secrets=(SECRET,), now=lambda: NOON - timedelta(hours=3))
         run_ingest(session_factory, raw_id, ctx)
         return raw_id

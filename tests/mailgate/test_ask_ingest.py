@@ -45,10 +45,7 @@ def company(directory):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def deliver(gateway, session_factory, ingest_context):  # type: ignore[no-untyped-def]
     def send(raw: bytes, rcpt: str = ASK, mail_from: str = CEO) -> int:
-        before = len(gateway.published)
-        with gateway.smtp() as client:
-            client.sendmail(mail_from, [rcpt], raw)
-        (raw_id,) = gateway.published_after(before)
+        raw_id = gateway.submit(raw, rcpt, mail_from)
         run_ingest(session_factory, raw_id, ingest_context)
         return raw_id
 

@@ -106,11 +106,7 @@ class Harness:
         return copies
 
     def send(self, mail_from: str, rcpt: str, raw: bytes) -> int:
-        before = len(self.gateway.published)
-        with self.gateway.smtp() as client:
-            client.sendmail(mail_from, [rcpt], raw)
-        (raw_id,) = self.gateway.published_after(before)
-        return raw_id
+        return self.gateway.submit(raw, rcpt, mail_from)
 
     def bounce(
         self, raw: bytes, verp: str, *, now: datetime = DAY0, mail_from: str = ""

@@ -65,10 +65,7 @@ def store(gateway):
     """Send through the real gateway; return the stored raw id (ingest not run)."""
 
     def send(raw: bytes, rcpt: str = ENG, mail_from: str = ALICE) -> int:
-        before = len(gateway.published)
-        with gateway.smtp() as client:
-            client.sendmail(mail_from, [rcpt], raw)
-        (raw_id,) = gateway.published_after(before)
+        raw_id = gateway.submit(raw, rcpt, mail_from)
         return int(raw_id)
 
     return send

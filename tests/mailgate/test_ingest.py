@@ -47,10 +47,7 @@ def deliver(gateway, session_factory, ingest_context):  # type: ignore[no-untype
     """Send through the real gateway, then run the ingest service on what it stored."""
 
     def send(raw: bytes, rcpt: str | list[str] = f"eng@{DOMAIN}", mail_from: str = ALICE) -> int:
-        before = len(gateway.published)
-        with gateway.smtp() as client:
-            client.sendmail(mail_from, [rcpt] if isinstance(rcpt, str) else rcpt, raw)
-        (raw_id,) = gateway.published_after(before)
+        raw_id = gateway.submit(raw, rcpt, mail_from)
         run_ingest(session_factory, raw_id, ingest_context)
         return raw_id
 

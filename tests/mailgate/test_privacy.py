@@ -234,10 +234,7 @@ def history(directory, gateway, session_factory, ingest_context):  # type: ignor
     alice, bob = directory.person_id(ALICE), directory.person_id(BOB)
 
     def deliver(raw: bytes, rcpt: str, mail_from: str) -> int:
-        before = len(gateway.published)
-        with gateway.smtp() as client:
-            client.sendmail(mail_from, [rcpt], raw)
-        (raw_id,) = gateway.published_after(before)
+        raw_id = gateway.submit(raw, rcpt, mail_from)
         run_ingest(session_factory, raw_id, ingest_context)
         return raw_id
 

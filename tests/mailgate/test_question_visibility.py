@@ -140,10 +140,7 @@ def world(directory, session_factory, gateway, ingest_context):  # type: ignore[
             raw = build_mail(
                 sender=answerer, to=rcpt, subject=f"Re: {case}", body=secret(case, answerer)
             )
-            before = len(gateway.published)
-            with gateway.smtp() as client:
-                client.sendmail(answerer, [rcpt], raw)
-            (raw_id,) = gateway.published_after(before)
+            raw_id = gateway.submit(raw, rcpt, answerer)
             run_ingest(session_factory, raw_id, ingest_context)
     return made
 
