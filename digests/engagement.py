@@ -381,7 +381,8 @@ def bar_chart(
     )
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A rate for people to read: "42%", or "n/a" when there was nothing to count."""
     return "n/a" if value is None else f"{value:.0%}"
 
 
@@ -401,19 +402,19 @@ def render_html(stats: EngagementStats, title: str) -> str:
     figures = [
         ("Members", str(stats.members)),
         ("Active members", str(stats.active_members)),
-        ("Participation", _percent(stats.participation)),
+        ("Participation", percent(stats.participation)),
         ("Posts", str(stats.posts)),
         ("Replies", str(stats.replies)),
         ("New discussions", str(stats.new_discussions)),
         ("Cross-department discussions", str(stats.cross_department_discussions)),
         (
             "Questions answered",
-            f"{_percent(stats.questions.rate)} ({stats.questions.answered} of "
+            f"{percent(stats.questions.rate)} ({stats.questions.answered} of "
             f"{stats.questions.sent} asks)",
         ),
         (
             "Prompts answered",
-            f"{_percent(stats.prompts.rate)} ({stats.prompts.answered} of "
+            f"{percent(stats.prompts.rate)} ({stats.prompts.answered} of "
             f"{stats.prompts.sent} asks)",
         ),
         ("Median time to first answer", "n/a" if hours is None else f"{hours:.1f} h"),

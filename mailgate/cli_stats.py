@@ -86,26 +86,24 @@ def stats_command(
     print_table(f"Engagement in {scope} since {start.date().isoformat()}", *_rows(data))
 
 
-def _percent(rate: float | None) -> str:
-    return "n/a" if rate is None else f"{rate:.0%}"
-
-
 def _rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    from digests.engagement import percent
+
     question, prompt = data["response_rate"]["question"], data["response_rate"]["prompt"]
     hours = data["median_hours_to_first_answer"]
     rows: list[list[Any]] = [
         ["members", data["members"]],
         ["active members", data["active_members"]],
-        ["participation", _percent(data["participation"])],
+        ["participation", percent(data["participation"])],
         ["posts", data["posts"]],
         ["replies", data["replies"]],
         ["new discussions", data["new_discussions"]],
         ["cross-department discussions", data["cross_department_discussions"]],
         [
             "questions answered",
-            f"{_percent(question['rate'])} ({question['answered']}/{question['sent']})",
+            f"{percent(question['rate'])} ({question['answered']}/{question['sent']})",
         ],
-        ["prompts answered", f"{_percent(prompt['rate'])} ({prompt['answered']}/{prompt['sent']})"],
+        ["prompts answered", f"{percent(prompt['rate'])} ({prompt['answered']}/{prompt['sent']})"],
         ["median hours to first answer", "n/a" if hours is None else f"{hours:.1f}"],
         ["unanswered questions", data["unanswered_questions"]],
     ]
