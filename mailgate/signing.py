@@ -157,39 +157,35 @@ def _name(field: bytes) -> str:
     return field.partition(b":")[0].strip().decode("ascii", "replace").lower()
 
 
-def sign_message(message: bytes, key: DkimKey, private_key: Any) -> bytes:
+def sign_message(message: bytes, key: DkimKey) -> bytes:
     """``message`` (CRLF or LF line ends) with a DKIM-Signature on top, in CRLF."""
     message = _BARE_LF_RE.sub(b"\r\n", message)
     head, sep, body = message.partition(b"\r\n\r\n")
     if not sep:  # no body: the header block ends the message
         head, body = message.rstrip(b"\r\n"), b""
-    named = [(_name(f), f) for f in _fields(head)]
-    fields = [f for name, f in named if name not in _UNSIGNED]
-    names = [name for name, _ in named if name not in _UNSIGNED]
+    by_name: dict[str, list[bytes]] = {}  # in order of first appearance
+    for field in _fields(head):
+        name = _name(field)
+        if name not in _UNSIGNED:
+            by_name.setdefault(name, []).append(field)
     # h= lists each instance bottom-up (RFC 6376 §5.4.2); the extra names of OVERSIGN
     # match no field and so forbid adding one.
-    order: list[bytes] = []
-    seen: dict[str, list[bytes]] = {}
-    for name, field in zip(names, fields, strict=True):
-        seen.setdefault(name, []).append(field)
-    signed: list[str] = []
-    for name in dict.fromkeys(names):
-        for field in reversed(seen[name]):
-            order.append(field)
-            signed.append(name)
-    signed += [name for name in dict.fromkeys(names) if name in OVERSIGN]
+    order = [field for fields in by_name.values() for field in reversed(fields)]
+    signed = [name for name, fields in by_name.items() for _ in fields]
+    signed += [name for name in by_name if name in OVERSIGN]
     bh = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
     canonical = b"".join(relaxed_header(f) for f in order)
-    field = signature_field(private_key, signature_prefix(key, signed), canonical, bh)
+    field = signature_field(load_key(key.private_key), signature_prefix(key, signed), canonical, bh)
     return field + message
 
 
 class MessageSigner:
-    """Signs whole messages with one key, loaded once (``sign`` is the relay's hook)."""
+    """Signs whole messages with one key (``sign`` is the relay's hook); the key is
+    loaded and checked when the signer is made, before anything is composed."""
 
     def __init__(self, key: DkimKey) -> None:
+        load_key(key.private_key)
         self.key = key
-        self._private = load_key(key.private_key)
 
     def sign(self, message: bytes) -> bytes:
-        return sign_message(message, self.key, self._private)
+        return sign_message(message, self.key)
