@@ -3,9 +3,10 @@
 Input: a :class:`~digests.facts.DigestPlan` (the ranked items, from ``rank``) and a
 :class:`DigestContext` (who it goes to, the digest's own reply address, one reply address
 per item, the unsubscribe URL, our domain). Output: the message bytes: CRLF, 7-bit
-(quoted-printable or base64, whichever is shorter per part), headers folded and RFC
-2047-encoded by ``email.policy.SMTP``, ``multipart/alternative`` with a text part and an
-HTML part that say the same thing, from ``templates/digest/``.
+(quoted-printable or base64, whichever is shorter per part), headers cleaned, folded and
+RFC 2047-encoded by ``mailgate.headers`` (the step every composed field passes),
+``multipart/alternative`` with a text part and an HTML part that say the same thing,
+from ``templates/digest/``.
 
 Decisions (CHECKLIST FMT-02, THR-03, LOOP-03, LIST-03, DMARC-04):
 
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.policy
 import email.utils
 import re
 import secrets
@@ -61,6 +61,7 @@ from digests.facts import DigestItem, DigestPlan, LedgerEntry
 from mailgate.addressing import AddressKind, decode_recipient
 from mailgate.copies import tag_subject
 from mailgate.folding import fold_words
+from mailgate.headers import fold_field
 from mailgate.notices import template_env
 
 MAX_BYTES = 96_000  # Gmail clips at 102 KB; DKIM and Received fields come on top
@@ -80,13 +81,11 @@ HEADINGS = {
 }
 OTHER_HEADING = "More conversations"
 
-_SMTP = email.policy.SMTP
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _ADDR_RE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9' -]{0,60}")  # no quoting or encoding needed
-_PLAIN_RE = re.compile(r"[!-~]+(?: [!-~]+)*")  # printable ASCII words, single spaces
 _UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _URL_RE = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]{1,1500}")
 
@@ -434,13 +433,6 @@ def _view(plan: DigestPlan, ctx: DigestContext, excerpt_limit: int, keep: int) -
 # ---------------------------------------------------------------- encoding
 
 
-def _fold(name: str, value: str) -> str:
-    """Fold and RFC 2047-encode one field with the standard library (email.policy.SMTP)."""
-    if len(name) + len(value) <= 76 and _PLAIN_RE.fullmatch(value):
-        return f"{name}: {value}\r\n"  # nothing to fold or encode; the folder costs ~0.2 ms
-    return str(_SMTP.header_factory(name, value).fold(policy=_SMTP))
-
-
 def _encode_part(text: str, subtype: str) -> bytes:
     """A 7-bit body part: quoted-printable, or base64 when that is shorter (mostly
     non-Latin text, where quoted-printable triples every byte)."""
@@ -462,7 +454,7 @@ def _headers(ctx: DigestContext, subject: str, now: datetime, boundary: str) -> 
     if _PLAIN_NAME_RE.fullmatch(name):  # the usual case; the folder costs ~0.2 ms a field
         to = f"To: {name} <{ctx.member_address}>\r\n" if name else f"To: {ctx.member_address}\r\n"
     else:
-        to = _fold("To", str(Address(display_name=name, addr_spec=ctx.member_address)))
+        to = fold_field("To", str(Address(display_name=name, addr_spec=ctx.member_address)))
     message_id = f"digest.{ctx.digest_id}.{secrets.token_hex(8)}@{ctx.domain}"
     unsubscribe = [f"<mailto:{ctx.digest_reply_address}?subject=unsubscribe>"]
     if ctx.unsubscribe_url:
@@ -471,7 +463,7 @@ def _headers(ctx: DigestContext, subject: str, now: datetime, boundary: str) -> 
         f'From: "Mailgate" <digest@{ctx.domain}>\r\n',
         f"Reply-To: {ctx.digest_reply_address}\r\n",
         to,
-        _fold("Subject", subject),
+        fold_field("Subject", subject),
         f"Date: {email.utils.format_datetime(now.astimezone(UTC))}\r\n",
         f"Message-ID: <{message_id}>\r\n",
         "MIME-Version: 1.0\r\n",

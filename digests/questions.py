@@ -21,14 +21,12 @@ Who sees what in each mail is decided when it is composed, by ``mailgate.access`
 
 from __future__ import annotations
 
-import email.policy
 import email.utils
 import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -39,6 +37,7 @@ from digests.summary import AnswerFacts, Summary, summarise
 from mailgate import access, questions
 from mailgate.addressing import reply_address
 from mailgate.db import read_only, unit_of_work
+from mailgate.headers import named_address, new_message, thread_fields
 from mailgate.local_time import local_date, next_sensible_time
 from mailgate.models import (
     Ask,
@@ -400,17 +399,19 @@ def compose_question_mail(
     body = template.render(context).strip() + "\n"
     token = make_token(settings.secret, TokenKind.REPLY, person.id, discussion_id)
     reply_to = reply_address(token, settings.domain)
-    msg = EmailMessage(policy=email.policy.SMTP)
-    msg["From"] = email.utils.formataddr((f"{context['asker']} (via Mailgate)", reply_to))
-    msg["To"] = email.utils.formataddr((person.name, person.primary_address))
+    # headers.COMPOSE cleans every field: the subject quotes a question, the names and
+    # the thread ids came from mail (issue 12, item 3).
+    msg = new_message()
+    msg["From"] = named_address(f"{context['asker']} (via Mailgate)", reply_to)
+    msg["To"] = named_address(person.name or "", person.primary_address)
     msg["Reply-To"] = reply_to
     msg["Subject"] = subject
     msg["Date"] = email.utils.formatdate(localtime=False)
     msg["Message-ID"] = f"<qm.{mail.id}.{secrets.token_hex(6)}@{settings.domain}>"
-    first = context["first_message_id"].strip("<>")
-    parent = context["thread_message_id"].strip("<>")
-    msg["In-Reply-To"] = f"<{parent}>"
-    msg["References"] = f"<{first}>" if first == parent else f"<{first}> <{parent}>"
+    first = context["first_message_id"]
+    parent = context["thread_message_id"]
+    for name, value in thread_fields(parent, [first]):
+        msg[name] = value
     msg["X-Mailgate-Question"] = str(mail.question_id)
     msg["X-Mailgate-Kind"] = mail.kind
     if mail.kind not in ("ask", "reminder"):

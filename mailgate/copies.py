@@ -51,12 +51,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.policy
 import email.utils
 import hashlib
 import html
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,6 +71,7 @@ from mailgate.addressing import (
     reply_address,
 )
 from mailgate.folding import fold_words
+from mailgate.headers import fold_field, msg_id, thread_fields, without_controls
 from mailgate.notices import template_env
 from mailgate.signing import (
     OVERSIGN,
@@ -85,15 +84,10 @@ from mailgate.signing import (
 )
 
 MAX_TOKEN = 64  # the longest token addressing.TOKEN_RE accepts
-MAX_REFERENCES = 20  # THR-01: keep the first id and the last 20
 MAX_SUBJECT = 400  # characters; keeps a hostile subject from producing a huge header
 MAX_NAME = 64
 _QP_WIDTH = 76  # RFC 2045 §6.7: encoded lines of at most 76 characters
 
-_SMTP = email.policy.SMTP
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
-_MSGID_RE = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}")
 _URL_RE = re.compile(r"https?://[^\s<>\"']{1,2000}")
 _ANGLE_RE = re.compile(r"<[^<>]{0,500}>")
 _AT_SIGNS = ("@", "\uff20", "\ufe6b")  # @, fullwidth @, small @
@@ -183,7 +177,7 @@ def tag_subject(subject: str, slug: str, *, reply: bool) -> str:
     Reply prefixes in any common language and our own tags are dropped from the front; a
     forward prefix is kept. Idempotent: tagging a tagged subject returns it unchanged.
     """
-    text = " ".join(_strip_controls(subject).split())[:MAX_SUBJECT]
+    text = " ".join(without_controls(subject).split())[:MAX_SUBJECT]
     tag = f"[{slug}]"
     forwards: list[str] = []
     while True:
@@ -212,7 +206,7 @@ def display_name(author_name: str, author_address: str, list_name: str) -> str:
 
 
 def _clean_name(text: str) -> str:
-    text = _ANGLE_RE.sub(" ", _strip_controls(text))
+    text = _ANGLE_RE.sub(" ", without_controls(text))
     words = [w for w in text.split() if not any(at in w for at in _AT_SIGNS)]
     # "=?" would let a header parser decode an encoded-word back into an address.
     kept = " ".join(words).replace("=?", "").replace("?=", "")
@@ -221,38 +215,7 @@ def _clean_name(text: str) -> str:
     return " ".join(kept.split())[:MAX_NAME].strip()
 
 
-def _strip_controls(text: str) -> str:
-    # Cc covers CR and LF (FMT-09) as well as NUL, ESC and the rest.
-    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
-
-
 # ---------------------------------------------------------------- headers
-
-
-def _fold(name: str, value: str) -> str:
-    """Fold and RFC 2047-encode one field with the standard library (email.policy.SMTP)."""
-    return str(_SMTP.header_factory(name, value).fold(policy=_SMTP))
-
-
-def _valid_id(mid: str | None) -> str | None:
-    if mid and len(mid) <= 250 and _MSGID_RE.fullmatch(mid):
-        return mid
-    return None
-
-
-def _thread_ids(source: PostSource) -> tuple[str | None, list[str]]:
-    """In-Reply-To and the trimmed References (THR-01); ids we cannot write are dropped."""
-    if source.parent_message_id is None:
-        return None, []
-    parent = _valid_id(source.parent_message_id)
-    chain: list[str] = []
-    for mid in (*source.references, source.parent_message_id):
-        valid = _valid_id(mid)
-        if valid and valid not in chain:
-            chain.append(valid)
-    if len(chain) > MAX_REFERENCES + 1:
-        chain = [chain[0], *chain[-MAX_REFERENCES:]]
-    return parent, chain
 
 
 def _list_id_phrase(name: str) -> str:
@@ -379,12 +342,16 @@ def prepare_post(source: PostSource, settings: CopySettings) -> PreparedPost:
         slug,
         reply=source.parent_message_id is not None,
     )
-    message_id = _valid_id(source.message_id) or (
+    message_id = msg_id(source.message_id) or (
         f"post.{source.post_id}."
         f"{hashlib.sha256(source.message_id.encode('utf-8', 'replace')).hexdigest()[:16]}"
         f"@{domain}"
     )
-    in_reply_to, references = _thread_ids(source)
+    threading = (
+        thread_fields(source.parent_message_id, source.references)
+        if source.parent_message_id is not None
+        else []
+    )
     boundary = f"=_mg{nonce}"
 
     unsubscribe = [f"<mailto:{request}?subject=unsubscribe>"]
@@ -392,21 +359,19 @@ def prepare_post(source: PostSource, settings: CopySettings) -> PreparedPost:
         unsubscribe.insert(0, f"<{unsubscribe_url}>")
     sender_name = display_name(source.author_name, source.author_address, source.list_name)
     fields: list[str] = [
-        _fold("From", f'"{sender_name}" <{posting}>'),
+        fold_field("From", f'"{sender_name}" <{posting}>'),
         f"Reply-To: {reply_address(ph_reply, domain)}\r\n",
         f"To: {posting}\r\n",
-        _fold("Subject", subject),
+        fold_field("Subject", subject),
         f"Date: {email.utils.format_datetime(source.created_at.astimezone(UTC))}\r\n",
         f"Message-ID: <{message_id}>\r\n",
     ]
-    if in_reply_to:
-        fields.append(f"In-Reply-To: <{in_reply_to}>\r\n")
-    if references:
-        fields.append(fold_words("References", [f"<{mid}>" for mid in references]))
+    for name, ids in threading:
+        fields.append(fold_words(name, ids.split()))
     fields += [
         "MIME-Version: 1.0\r\n",
         f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
-        _fold("List-Id", f"{_list_id_phrase(source.list_name)} <{slug}.{domain}>"),
+        fold_field("List-Id", f"{_list_id_phrase(source.list_name)} <{slug}.{domain}>"),
         "List-Post: NO\r\n" if source.announce_only else f"List-Post: <mailto:{posting}>\r\n",
         f"List-Help: <mailto:{request}?subject=help>\r\n",
         f"List-Subscribe: <mailto:{request}?subject=subscribe>\r\n",
@@ -420,7 +385,7 @@ def prepare_post(source: PostSource, settings: CopySettings) -> PreparedPost:
         f"X-Loop: mailgate@{domain}\r\n",
     ]
     author = source.author_address.strip()
-    if author.isascii() and _valid_id(author):  # an addr-spec has the msg-id shape
+    if author.isascii() and msg_id(author):  # an addr-spec has the msg-id shape
         fields.append(f"X-Original-Sender: {author}\r\n")
     header_bytes = [f.encode("ascii") for f in fields]
 

@@ -14,7 +14,6 @@ a null envelope sender so that nothing ever answers them (LOOP-04).
 
 from __future__ import annotations
 
-import email.policy
 import email.utils
 import secrets
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import jinja2
 from sqlalchemy.orm import Session
 
 from mailgate.addressing import command_address, confirm_address, list_address
+from mailgate.headers import named_address, new_message, thread_fields
 from mailgate.models import Notice, utcnow
 
 
@@ -86,17 +86,18 @@ def compose_notice(
 ) -> EmailMessage:
     context = notice_context(address, stored, domain)
     subject, body = render_notice(reason, context)
-    msg = EmailMessage(policy=email.policy.SMTP)
+    # Every field below passes headers.COMPOSE: the stored subject, list name and the
+    # sender's Message-ID are what a stranger wrote (issue 12, item 3).
+    msg = new_message()
     slug = stored.get("list_slug")
     sender = command_address(slug, domain) if slug else f"postmaster@{domain}"
-    msg["From"] = email.utils.formataddr((f"{context['list_name']} (Mailgate)", sender))
+    msg["From"] = named_address(f"{context['list_name']} (Mailgate)", sender)
     msg["To"] = address
     msg["Subject"] = subject
     msg["Date"] = email.utils.formatdate(localtime=False)
     msg["Message-ID"] = f"<notice.{notice_id}.{secrets.token_hex(8)}@{domain}>"
-    if stored.get("message_id"):
-        msg["In-Reply-To"] = f"<{stored['message_id']}>"
-        msg["References"] = f"<{stored['message_id']}>"
+    for name, value in thread_fields(stored.get("message_id")):
+        msg[name] = value
     if context["confirm_address"]:
         msg["Reply-To"] = context["confirm_address"]
     msg["Auto-Submitted"] = "auto-replied"

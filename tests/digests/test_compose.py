@@ -246,7 +246,7 @@ def test_list_unsubscribe(url: str | None, expected: list[str], one_click: bool)
         ("Ana Lima", "To: Ana Lima <ana.lima@corp.example>"),
         ("", "To: ana.lima@corp.example"),
         ("O'Brien, Ana", 'To: "O\'Brien, Ana" <ana.lima@corp.example>'),
-        ("Zoë Åberg", "To: =?utf-8?q?Zo=C3=AB_=C3=85berg?= <ana.lima@corp.example>"),
+        ("Zoë Åberg", "To: =?utf-8?b?Wm/DqyDDhWJlcmc=?= <ana.lima@corp.example>"),
         (
             "Ana\r\nBcc: boss@corp.example",
             'To: "Ana Bcc: boss@corp.example" <ana.lima@corp.example>',
