@@ -348,6 +348,11 @@ def mail_context(
         if followup and followup.resolved_post_id
         else None
     )
+    # Quoted only to a reader who may see the post now (recipients were checked when
+    # queued; access can have changed since): the same decision as reading the post. The
+    # leader's answer to it is a reply in its thread, no wider than the post itself.
+    if followup_post is not None and not questions.may_see(session, followup_post.id, person.id):
+        followup_post = resolution = None
     deadline = (
         question.deadline.astimezone(questions.zone(person.timezone)) if question.deadline else None
     )

@@ -158,8 +158,9 @@ def compose_for(
 ) -> bytes:
     email, name = address
     unsubscribe = None
-    if mail.base_url and settings_list is not None:
-        token = make_token(mail.secret, TokenKind.UNSUBSCRIBE, row.person_id, settings_list[0])
+    if mail.base_url:
+        # One click stops this digest, as its mailto does (never one list's membership).
+        token = make_token(mail.secret, TokenKind.DIGEST_UNSUBSCRIBE, row.person_id)
         unsubscribe = f"{mail.base_url}/u/{token}"
     context = DigestContext(
         domain=mail.domain,

@@ -3,7 +3,9 @@
 Pure. Input: facts about a list and about the person asking (:class:`ListFacts`,
 :class:`Viewer`). Output: a bool for reading, a :class:`PostDecision` for posting. Every
 path (ingest, fan-out, digests, questions, CLI, HTTP) asks these two functions; the
-safety-property tests enumerate visibility × role × path against them.
+safety-property tests enumerate visibility × role × path against them. Whether someone
+may even learn that a list exists (hidden lists: the gateway's RCPT reply, every notice)
+is :func:`may_know_exists`.
 """
 
 from __future__ import annotations
@@ -64,6 +66,14 @@ def may_read(facts: ListFacts, viewer: Viewer) -> bool:
     if facts.visibility is Visibility.COMPANY:
         return True
     return viewer.is_member
+
+
+def may_know_exists(facts: ListFacts, viewer: Viewer) -> bool:
+    """Whether ``viewer`` may learn that the list exists at all: its address working, its
+    name in a notice, help for it. A hidden list exists only for those who may read it;
+    to everyone else it must look exactly like no list (same SMTP reply, same notices —
+    none). Archiving changes nothing here: an archived hidden list stays hidden."""
+    return facts.visibility is not Visibility.HIDDEN or may_read(facts, viewer)
 
 
 def is_privileged(facts: ListFacts) -> bool:

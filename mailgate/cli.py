@@ -45,12 +45,15 @@ def cli() -> None:
 @json_option
 @pass_app
 def config_cmd(app: App, as_json: bool) -> None:
-    """Print the effective settings, secrets masked."""
+    """Print the effective settings, secrets masked, and whose Authentication-Results
+    count."""
     shown = app.settings.masked()
+    trust = app.settings.authres_trust()
     if as_json:
-        emit_json(shown)
+        emit_json({**shown, "authentication_results": trust})
         return
     print_table("Mailgate settings", ["setting", "value"], [[k, v] for k, v in shown.items()])
+    click.echo(f"Authentication-Results: {trust}")
 
 
 @cli.group()
@@ -896,6 +899,16 @@ def inbound() -> None:
     """Stored inbound mail: what was refused, held or failed, and why."""
 
 
+def _anonymous(app: App, session: Any, rows: Any) -> set[int]:
+    """Which of ``rows`` are anonymous answers, whose senders no routine command shows."""
+    from mailgate.anonymity import anonymous_raw_ids
+
+    settings = app.settings
+    return anonymous_raw_ids(
+        session, list(rows), domain=settings.domain, secrets=(settings.secret_key,)
+    )
+
+
 def _raw_summary(row: Any) -> dict[str, Any]:
     from mailgate.addressing import redact_address
 
@@ -934,15 +947,18 @@ def inbound_list(app: App, statuses: tuple[str, ...], limit: int, as_json: bool)
     wanted = [RawStatus(s) for s in statuses] or [
         s for s in RawStatus if s is not RawStatus.PROCESSED
     ]
+    from mailgate.anonymity import redact_summary
+
     with app.session() as session:
+        found = session.scalars(
+            select(RawMessage)
+            .where(RawMessage.status.in_(wanted))
+            .order_by(RawMessage.id.desc())
+            .limit(limit)
+        ).all()
+        hidden = _anonymous(app, session, found)
         rows = [
-            _raw_summary(r)
-            for r in session.scalars(
-                select(RawMessage)
-                .where(RawMessage.status.in_(wanted))
-                .order_by(RawMessage.id.desc())
-                .limit(limit)
-            )
+            redact_summary(_raw_summary(r)) if r.id in hidden else _raw_summary(r) for r in found
         ]
     if as_json:
         emit_json(rows)
@@ -967,12 +983,22 @@ def _get_raw(session: Any, raw_id: int) -> Any:
 @pass_app
 def inbound_show(app: App, raw_id: int, show_raw: bool, as_json: bool) -> None:
     """One stored message: envelope, status and reason (or its exact bytes)."""
+    from mailgate.anonymity import redact_summary
+
     with app.session() as session:
         row = _get_raw(session, raw_id)
+        anonymous = bool(_anonymous(app, session, [row]))
         if show_raw:
+            if anonymous:
+                raise CLIError(
+                    f"inbound message {raw_id} is an anonymous answer; its bytes name the "
+                    "author (a site admin may use inbound explain --reveal-anonymous)"
+                )
             sys.stdout.buffer.write(row.raw)
             return
         data = {**_raw_summary(row), "sha256": row.sha256, "peer": row.peer, "helo": row.helo}
+        if anonymous:
+            data = redact_summary(data)  # no digest, peer or HELO either: a whitelist
     if as_json:
         emit_json(data)
         return
@@ -981,12 +1007,30 @@ def inbound_show(app: App, raw_id: int, show_raw: bool, as_json: bool) -> None:
 
 @inbound.command("explain")
 @click.argument("raw_id", type=int)
+@click.option(
+    "--reveal-anonymous",
+    is_flag=True,
+    help="Show who wrote an anonymous answer (site admins only; audited; needs --admin "
+    "and --reason).",
+)
+@click.option("--admin", "admin_email", help="The site admin revealing (with --reveal-anonymous).")
+@click.option("--reason", help="Why, for the audit log (with --reveal-anonymous).")
 @pass_app
-def inbound_explain(app: App, raw_id: int) -> None:
-    """How a stored message was classified, attributed and threaded, and why (JSON)."""
+def inbound_explain(
+    app: App, raw_id: int, reveal_anonymous: bool, admin_email: str | None, reason: str | None
+) -> None:
+    """How a stored message was classified, attributed and threaded, and why (JSON).
+
+    An anonymous answer is shown without its sender, Message-ID, question or post."""
+    from mailgate.anonymity import redact_raw_view
     from mailgate.classify import OurAddresses
     from mailgate.reading import read_message
 
+    reason = (reason or "").strip()
+    if not reveal_anonymous and (admin_email or reason):
+        raise CLIError("--admin and --reason go with --reveal-anonymous")
+    if reveal_anonymous and not (admin_email and reason):
+        raise CLIError("--reveal-anonymous needs --admin and --reason")
     with app.session() as session:
         row = _get_raw(session, raw_id)
         explanation = dict(row.explanation or {})
@@ -994,7 +1038,38 @@ def inbound_explain(app: App, raw_id: int) -> None:
             ours = OurAddresses(app.settings.domain, frozenset(), f"mailgate@{app.settings.domain}")
             reading = read_message(row.raw, mail_from=row.mail_from, ours=ours)
             explanation = {"not_processed_yet": True, "reading": reading.as_dict()}
-        emit_json({**_raw_summary(row), "explanation": explanation})
+        data = {**_raw_summary(row), "explanation": explanation}
+        anonymous = bool(_anonymous(app, session, [row]))
+        if reveal_anonymous:
+            if not anonymous:
+                raise CLIError(f"inbound message {raw_id} is not an anonymous answer")
+            _audit_reveal(session, raw_id, str(admin_email), reason)
+        elif anonymous:
+            data = redact_raw_view(_raw_summary(row), explanation)
+    # Printed only once the transaction (with any audit row) has committed.
+    emit_json(data)
+
+
+def _audit_reveal(session: Any, raw_id: int, admin_email: str, reason: str) -> None:
+    """The one way to learn who wrote an anonymous answer: a site admin, a reason, and an
+    audit row naming both (never the person revealed; ``mailgate.anonymity``)."""
+    from mailgate import directory
+    from mailgate.models import SiteRole
+
+    admin = directory.get_person(session, admin_email)
+    if str(SiteRole.ADMIN) not in directory.site_roles(session, admin):
+        raise CLIError(
+            f"{admin.primary_address} is not a site admin; only a site admin may reveal an "
+            "anonymous answer"
+        )
+    directory.record(
+        session,
+        actor(),
+        "inbound.reveal-anonymous",
+        f"inbound:{raw_id}",
+        None,
+        {"admin": admin.primary_address, "reason": reason},
+    )
 
 
 @inbound.command("release")
@@ -1017,8 +1092,14 @@ def inbound_release(app: App, raw_id: int) -> None:
         if row.status is not RawStatus.PROCESSED:
             # Only a held post can be released; a held command (a subscription awaiting
             # its confirmation) stays held. Raising rolls back what release_post changed.
+            if outcome.reason == "not-a-post":
+                raise CLIError(
+                    f"inbound message {raw_id} is held for {held_for}, not a post; nothing released"
+                )
+            # Decided again per list, as a fresh post: refused on every list it names.
             raise CLIError(
-                f"inbound message {raw_id} is held for {held_for}, not a post; nothing released"
+                f"inbound message {raw_id} may not be posted to any list it names "
+                f"({outcome.reason}); it stays held"
             )
         record(
             session,

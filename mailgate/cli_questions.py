@@ -209,6 +209,11 @@ def ask_answers(app: App, question_id: int, as_email: str, as_json: bool) -> Non
                         "text": post.text.strip(),
                     }
                 )
+        if question.anonymous:
+            # An operator runs this, not the person named by --as: showing that person's
+            # own answer (or a reply to it) would tell the operator who wrote what. Only
+            # the question, and the pooled answers once there are enough (issue 12, 13).
+            shown = [s for s in shown if s["question"]]
         if view is access.AnswerView.ANONYMOUS:
             # Without names, in text order: the summary's rule (digests.summary).
             answers: list[dict[str, Any]] = sorted(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,46 @@ def check_timezone(name: str) -> str:
     if not name or not _known_zone(name):
         raise DirectoryError(f"unknown timezone {name!r} (use an IANA name like Europe/Berlin)")
     return name
+
+
+# Never part of a name or department: C0/C1 controls and DEL (CR, LF and TAB among them),
+# line and paragraph separators, and the bidi embeddings, overrides and isolates that
+# reorder what a reader sees. These values end up in mail headers, digests and exports.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def check_display_text(value: str, what: str) -> str:
+    """Return ``value`` if it is one line of plain text, else raise :class:`DirectoryError`."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS:
+            raise DirectoryError(
+                f"{what} contains a control character (U+{ord(char):04X}); "
+                "use one line of plain text"
+            )
+    return value
+
+
+# A spreadsheet runs a CSV cell that starts with one of these as a formula (OWASP "CSV
+# injection"); = + - @ count after leading whitespace too.
+_FORMULA_LEADS = ("=", "+", "-", "@")
+_FORMULA_CONTROLS = ("\t", "\r")
+
+
+def _formula_like(value: str) -> bool:
+    # Leading quotes are looked through, so that quoting stays reversible: a value that
+    # already starts with a quote before a formula gets one more, and loses one on import.
+    rest = value.lstrip("'")
+    return rest[:1] in _FORMULA_CONTROLS or rest.lstrip()[:1] in _FORMULA_LEADS
+
+
+def spreadsheet_cell(value: str) -> str:
+    """``value`` as an exported CSV cell: a single quote before anything formula-like."""
+    return "'" + value if _formula_like(value) else value
+
+
+def read_spreadsheet_cell(value: str) -> str:
+    """The inverse of :func:`spreadsheet_cell`, for re-importing an export."""
+    return value[1:] if value[:1] == "'" and _formula_like(value[1:]) else value
 
 
 def _choice(kind: type[Any], value: str, what: str) -> Any:
@@ -279,6 +320,10 @@ def ensure_person(
     email = normalize_email(email)
     if timezone is not None:
         check_timezone(timezone)
+    if name is not None:
+        check_display_text(name.strip(), "name")
+    if department is not None:
+        check_display_text(department.strip(), "department")
     person = find_person(session, email)
     if person is None:
         person = _new_person(email, (name or "").strip(), timezone or "UTC", department or "")
@@ -601,9 +646,10 @@ def read_import_rows(text: str) -> tuple[list[ImportRow], list[tuple[int, str]]]
     rows: list[ImportRow] = []
     skipped: list[tuple[int, str]] = []
     seen: set[str] = set()
+    end = reader.line_num
     try:
         for cells in reader:
-            line = reader.line_num
+            line, end = end + 1, reader.line_num  # a quoted field may span lines: the first
             if not any(c.strip() for c in cells):
                 continue
             if len(cells) != len(header):
@@ -611,9 +657,11 @@ def read_import_rows(text: str) -> tuple[list[ImportRow], list[tuple[int, str]]]
                 continue
 
             def cell(name: str, cells: list[str] = cells) -> str:
-                return cells[index[name]].strip() if name in index else ""
+                return read_spreadsheet_cell(cells[index[name]].strip()) if name in index else ""
 
             try:
+                check_display_text(cell("name"), "name")
+                check_display_text(cell("department"), "department")
                 email = normalize_email(cell("email"))
                 # An empty cell keeps what we know (or the default for new people).
                 tz = cell("timezone")
@@ -780,12 +828,13 @@ def finish_import(session: Session, actor: str, slug: str, report: ImportReport)
 
 
 def export_members_csv(session: Session, slug: str) -> str:
+    """SLUG's members as CSV for a spreadsheet (RFC 4180 CRLF rows, so a CR or LF inside a
+    cell is quoted), every cell passed through :func:`spreadsheet_cell`."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([*IMPORT_COLUMNS, "role", "delivery"])
     for m in list_members(session, slug):
         p = m.person
-        writer.writerow(
-            [p.primary_address, p.name, p.timezone, p.department, str(m.role), str(m.delivery)]
-        )
+        cells = [p.primary_address, p.name, p.timezone, p.department, str(m.role), str(m.delivery)]
+        writer.writerow([spreadsheet_cell(c) for c in cells])
     return out.getvalue()

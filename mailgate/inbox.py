@@ -18,8 +18,19 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailgate.models import MailingList, RawMessage, RawStatus, utcnow
-from mailgate.smtp import Accepted, header_block
+from mailgate import access
+from mailgate.models import (
+    Address,
+    MailingList,
+    Membership,
+    Person,
+    RawMessage,
+    RawStatus,
+    Role,
+    Visibility,
+    utcnow,
+)
+from mailgate.smtp import HIDDEN_LIST, Accepted, header_block
 
 log = logging.getLogger("mailgate.inbox")
 
@@ -51,12 +62,39 @@ class SqlInbox:
 
     def list_state(self, slug: str) -> str | None:
         with self._factory() as session:
-            archived = session.execute(
-                select(MailingList.archived_at).where(MailingList.slug == slug)
+            found = session.execute(
+                select(MailingList.archived_at, MailingList.visibility).where(
+                    MailingList.slug == slug
+                )
             ).first()
-        if archived is None:
+        if found is None:
             return None
-        return "archived" if archived[0] is not None else "open"
+        if found.visibility is Visibility.HIDDEN:
+            return HIDDEN_LIST  # whether it exists depends on who asks
+        return "archived" if found.archived_at is not None else "open"
+
+    def hidden_list_state(self, slug: str, sender: str) -> str | None:
+        with self._factory() as session:
+            ml = session.scalar(select(MailingList).where(MailingList.slug == slug))
+            if ml is None:
+                return None
+            who = session.execute(
+                select(Person.id, Person.active, Membership.role)
+                .join(Address, Address.person_id == Person.id)
+                .outerjoin(
+                    Membership,
+                    (Membership.person_id == Person.id) & (Membership.list_id == ml.id),
+                )
+                .where(Address.email == sender.strip().lower())
+            ).first()
+            viewer = (
+                access.Viewer(who.id, who.active, Role(who.role) if who.role else None)
+                if who is not None
+                else access.Viewer(None)
+            )
+            if not access.may_know_exists(access.ListFacts.of(ml), viewer):
+                return None
+            return "archived" if ml.archived_at is not None else "open"
 
     def store_many(self, messages: Sequence[Accepted]) -> list[int]:
         now = utcnow()

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from mailgate import access, questions
 from mailgate.addressing import AddressKind, decode_recipient, redact_address
 from mailgate.classify import MailClass, OurAddresses
+from mailgate.loops import MAX_PER_DISCUSSION_HOUR, RATE_WINDOW, RecentPost, loop_reason
 from mailgate.models import (
     Address,
     AllowedPoster,
@@ -53,7 +54,14 @@ from mailgate.models import (
 )
 from mailgate.reading import Reading, read_message
 from mailgate.senders import AuthVerdict, authenticate
-from mailgate.threads import KnownPost, assign_thread, base_subject, message_key, referenced_ids
+from mailgate.threads import (
+    KnownPost,
+    ThreadChoice,
+    assign_thread,
+    base_subject,
+    message_key,
+    referenced_ids,
+)
 from mailgate.tokens import TokenError, TokenKind, read_token
 
 log = logging.getLogger("mailgate.ingest")
@@ -80,6 +88,9 @@ class IngestContext:
     domain: str
     secrets: tuple[str, ...]
     authserv_ids: frozenset[str] = frozenset()
+    # Peers (IP networks) whose A-R count at all; none by default: only DKIM counts
+    # (senders.trusted_authserv_ids, issue 12 item 14).
+    authres_relays: tuple[str, ...] = ()
     # Trusted A-R fields may sit under this many Received fields: our own trace (the
     # gateway prepends one, SMTP-16) plus the relay hops settings.authres_hops allows.
     received_above: int = 1
@@ -269,16 +280,26 @@ def _post(
     ml: MailingList,
     person: Person | None,
     token_discussion: Discussion | None,
+    *,
+    confirmed: bool = False,
+    guard: bool = True,
 ) -> Outcome:
+    """Decide and store a post. ``confirmed``: the sender proved the address (a
+    confirmation, a moderator's release), which counts as authenticated; ``guard``: run
+    the loop guard (a moderator's release skips it)."""
     facts: dict[str, Any] = {"list": ml.slug}
+    if confirmed:
+        facts["released"] = True
     if token_discussion is not None:
         question = questions.question_of_discussion(session, token_discussion.id)
         if question is not None:
-            return _answer(session, row, reading, ctx, shown, ml, person, question, facts)
+            return _answer(
+                session, row, reading, ctx, shown, ml, person, question, facts, guard=guard
+            )
     list_facts = access.ListFacts.of(ml)
     viewer = viewer_of(session, ml, person)
-    authenticated = False
-    if access.is_privileged(list_facts) and reading.sender is not None:
+    authenticated = confirmed
+    if access.is_privileged(list_facts) and reading.sender is not None and not confirmed:
         auth = authenticate(
             reading.msg,
             row.raw,
@@ -286,6 +307,7 @@ def _post(
             authserv_ids=ctx.authserv_ids,
             dnsfunc=ctx.dnsfunc,
             received_above=ctx.received_above,
+            relays=ctx.authres_relays,
         )
         authenticated = auth.verdict is AuthVerdict.PASS
         facts["authentication"] = {"verdict": str(auth.verdict), "method": auth.method}
@@ -296,7 +318,9 @@ def _post(
     if decision.verdict is access.Verdict.HOLD:
         assert person is not None
         return _hold_for_confirmation(session, row, reading, ctx, shown, ml, person, facts)
-    return store_post(session, row, reading, ctx, shown, ml, person, token_discussion, facts)
+    return store_post(
+        session, row, reading, ctx, shown, ml, person, token_discussion, facts, guard=guard
+    )
 
 
 def store_post(
@@ -311,11 +335,13 @@ def store_post(
     facts: dict[str, Any],
     *,
     token_parent: int | None = None,
+    guard: bool = True,
 ) -> Outcome:
     """Thread, deduplicate and store one post (also used to release a held post).
 
     ``token_parent`` is the post a reply through a reply address answers when the mail
-    names none (default: the discussion's latest post; for a question, the question)."""
+    names none (default: the discussion's latest post; for a question, the question).
+    ``guard``: hold what looks like a robot loop for the list owner (``mailgate.loops``)."""
     msg = reading.msg
     assert reading.body is not None
     key = message_key(msg.message_id, row.raw)
@@ -350,6 +376,10 @@ def store_post(
 
     if reading.command is not None and choice.discussion_id is not None and person is not None:
         return _reply_command(session, shown, reading.command, choice, person, facts)
+    if guard and person is not None:
+        held = _hold_loop(session, row, reading, ctx, shown, ml, person, choice, facts)
+        if held is not None:
+            return held
 
     # Plain INSERT … RETURNING rather than ORM objects: the unit of work's bookkeeping
     # costs more per post than the statements (bench/ingest).
@@ -425,6 +455,64 @@ def store_post(
     return Outcome(shown, RawStatus.PROCESSED, "posted", facts)
 
 
+def _hold_loop(
+    session: Session,
+    row: RawLike,
+    reading: Reading,
+    ctx: IngestContext,
+    shown: str,
+    ml: MailingList,
+    person: Person,
+    choice: ThreadChoice,
+    facts: dict[str, Any],
+) -> Outcome | None:
+    """Hold a post that looks like a robot loop (``mailgate.loops``) and tell the list's
+    owners; never the sender, who may be the robot. None: post it."""
+    now = ctx.now()
+    recent = [
+        RecentPost(r.text, r.discussion_id, r.created_at)
+        for r in session.connection().execute(
+            select(_POSTS.c.text, _POSTS.c.discussion_id, _POSTS.c.created_at)
+            .where(_POSTS.c.author_id == person.id, _POSTS.c.created_at >= now - RATE_WINDOW)
+            .order_by(_POSTS.c.id.desc())
+            .limit(4 * MAX_PER_DISCUSSION_HOUR)
+        )
+    ]
+    assert reading.body is not None
+    reason = loop_reason(reading.body.text, choice.discussion_id, recent, now)
+    if reason is None:
+        return None
+    owners = session.scalars(
+        select(Person)
+        .join(Membership, Membership.person_id == Person.id)
+        .where(Membership.list_id == ml.id, Membership.role == Role.OWNER)
+        .order_by(Person.id)
+    ).all()
+    details = {
+        "held-repeated-text": "the same text from the same author again within minutes",
+        "held-post-rate": "more posts by one author in one discussion within an hour than "
+        "people write",
+    }[reason]
+    for owner in owners:
+        _notice(
+            session,
+            row,
+            reading,
+            ctx,
+            owner.primary_address,
+            "held-for-moderation",
+            {
+                **_ctx(ml),
+                "member": person.primary_address,
+                "details": details,
+                "command": f"mailgate inbound release {row.id}",
+            },
+            answers_sender=False,
+        )
+    log.info("raw %s: held for the owner of %s (%s)", row.id, ml.slug, reason)
+    return Outcome(shown, RawStatus.HELD, reason, {**facts, "owners_told": len(owners)})
+
+
 # ---------------------------------------------------------------- questions
 
 
@@ -438,6 +526,8 @@ def _answer(
     person: Person | None,
     question: Question,
     facts: dict[str, Any],
+    *,
+    guard: bool = True,
 ) -> Outcome:
     """A reply through someone's own reply address to a question: an answer (or a
     leader's reply); ``access.may_answer`` decides."""
@@ -457,7 +547,17 @@ def _answer(
     # An answer without In-Reply-To answers the question, not the latest answer.
     first = questions.first_post_id(session, discussion.id)
     return store_post(
-        session, row, reading, ctx, shown, ml, person, discussion, facts, token_parent=first
+        session,
+        row,
+        reading,
+        ctx,
+        shown,
+        ml,
+        person,
+        discussion,
+        facts,
+        token_parent=first,
+        guard=guard,
     )
 
 
@@ -465,7 +565,12 @@ def _note_away(
     session: Session, reading: Reading, token: str, ctx: IngestContext
 ) -> dict[str, Any]:
     """An out-of-office reply to a question (or any reply address) that names a return
-    date pauses questions and reminders for that member until then."""
+    date pauses questions and reminders for that member until then.
+
+    Only the reply address's owner can say they are away: a reply address is not a
+    secret once it has been forwarded, and a stranger's "out of the office until June"
+    would otherwise silence a member's questions (issue 12, item 10). The author (From)
+    must be one of the owner's addresses."""
     from mailgate.asking import return_date
     from mailgate.bodies import extract_body
 
@@ -473,6 +578,9 @@ def _note_away(
         person_id, _discussion_id = read_token(ctx.secrets, TokenKind.REPLY, token)
     except (TokenError, ValueError):
         return {}
+    author = _person_by_address(session, reading.sender.address) if reading.sender else None
+    if author is None or author.id != person_id:
+        return {"away_ignored": "not-the-owner"}
     try:
         text = extract_body(reading.msg).text
     except Exception:  # noqa: BLE001 - a date is a bonus; suppression must still happen
@@ -519,7 +627,7 @@ def _ask(
             {**facts, "details": "\n".join(directives.errors)},
         )
     try:
-        ml = questions.audience_list(session, audience)
+        ml = questions.audience_list(session, audience, asker=person)
     except questions.QuestionError as exc:
         return _refuse(
             session, row, reading, ctx, shown, "ask-invalid", {**facts, "details": str(exc)}
@@ -536,6 +644,7 @@ def _ask(
             authserv_ids=ctx.authserv_ids,
             dnsfunc=ctx.dnsfunc,
             received_above=ctx.received_above,
+            relays=ctx.authres_relays,
         )
         facts["authentication"] = {"verdict": str(auth.verdict), "method": auth.method}
         if auth.verdict is not AuthVerdict.PASS:
@@ -602,14 +711,13 @@ def _reply_command(
         target = choice.parent_post_id or session.scalar(
             select(Post.id).where(Post.discussion_id == choice.discussion_id).order_by(Post.id)
         )
-        if (
-            target is not None
-            and session.scalar(
-                select(Like.id).where(Like.post_id == target, Like.person_id == person.id)
-            )
-            is None
-        ):
-            session.add(Like(post_id=target, person_id=person.id))
+        if target is not None and not questions.may_see(session, target, person.id):
+            # In-Reply-To can name any Message-ID: a like is a way of seeing the post
+            # (its follow-ups reach the likers), so it takes the same decision. No
+            # notice: saying "you may not see that" would confirm that it exists.
+            facts["discussion"] = choice.discussion_id
+            return Outcome(shown, RawStatus.REJECTED, "like-not-visible", facts)
+        _add_like(session, target, person.id)
         facts["liked_post"] = target
     elif command == "mute":
         if (
@@ -631,6 +739,16 @@ def _reply_command(
             session.delete(mute)
     facts["discussion"] = choice.discussion_id
     return Outcome(shown, RawStatus.PROCESSED, f"command-{command}", facts)
+
+
+def _add_like(session: Session, post_id: int | None, person_id: int) -> None:
+    if post_id is None:
+        return
+    if (
+        session.scalar(select(Like.id).where(Like.post_id == post_id, Like.person_id == person_id))
+        is None
+    ):
+        session.add(Like(post_id=post_id, person_id=person_id))
 
 
 def _handle_bounce(
@@ -750,16 +868,8 @@ def _handle_digest_reply(
     assert reading.body is not None
     done: list[str] = []
     if _wants_unsubscribe(reading):
-        # The digest's List-Unsubscribe mailto: stop the digests of every list that
-        # sends one (mandatory lists cannot be silenced, Decision 4: they stay).
-        for digest_list in session.scalars(
-            select(MailingList)
-            .join(Membership, Membership.list_id == MailingList.id)
-            .where(Membership.person_id == person.id, Membership.delivery == Delivery.DIGEST)
-        ).all():
-            if not digest_list.mandatory:
-                apply_membership_command(session, digest_list, person, "nomail")
-        person.daily_summary = False
+        # The digest's List-Unsubscribe mailto; its https one-click link does the same.
+        stop_digests(session, person)
         done.append("unsubscribe")
     for verb, arg in digest_commands(reading.body.text):
         if verb in ("every", "digest"):
@@ -783,20 +893,18 @@ def _handle_digest_reply(
             continue
         discussion_id = items[number - 1]
         if verb == "+1":
-            latest = session.scalar(
+            # The latest post by someone else that this member may see: in a question's
+            # discussion that is not always the latest post (an asker-only answer).
+            recent = session.scalars(
                 select(Post.id)
                 .where(Post.discussion_id == discussion_id, Post.author_id != person.id)
                 .order_by(Post.id.desc())
-                .limit(1)
+                .limit(50)
+            ).all()
+            latest = next(
+                (pid for pid in recent if questions.may_see(session, pid, person.id)), None
             )
-            if (
-                latest is not None
-                and session.scalar(
-                    select(Like.id).where(Like.post_id == latest, Like.person_id == person.id)
-                )
-                is None
-            ):
-                session.add(Like(post_id=latest, person_id=person.id))
+            _add_like(session, latest, person.id)
         else:
             model = Mute if verb in ("mute", "unmute") else Follow
             existing = session.scalar(
@@ -919,7 +1027,8 @@ def _handle_confirm(
     facts: dict[str, Any] = {"list": ml.slug, "action": pending.action, "pending": pending.id}
     if pending.action in ("post", "ask"):
         return _release_held(session, pending, ctx, shown, facts)
-    apply_membership_command(session, ml, person, pending.action)
+    # Queued before the change: whether they may know the list (a hidden one they are
+    # leaving) is decided on the membership they had when they asked.
     _notice(
         session,
         row,
@@ -930,6 +1039,7 @@ def _handle_confirm(
         {**_ctx(ml), "command": pending.action},
         force=True,
     )
+    apply_membership_command(session, ml, person, pending.action)
     return Outcome(shown, RawStatus.PROCESSED, f"confirmed-{pending.action}", facts)
 
 
@@ -966,6 +1076,45 @@ def apply_membership_command(
         "nomail": Delivery.DIGEST if ml.mandatory else Delivery.NONE,
     }[action]
     record(session, actor, "member.set", target, before, membership_snapshot(membership))
+
+
+@dataclass(frozen=True)
+class DigestStop:
+    """What stopping a member's digest does: the lists whose digest stops and those that
+    stay in it because everyone must be on them (Decision 4), as display names in slug
+    order, and whether the daily summary was on."""
+
+    stopped: tuple[str, ...]
+    kept: tuple[str, ...]
+    summary: bool
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.stopped) or self.summary
+
+
+def stop_digests(session: Session, person: Person, *, dry_run: bool = False) -> DigestStop:
+    """Stop ``person``'s digest: each digest list that may be silenced goes to no mail and
+    the daily summary is switched off; mandatory lists stay. The one service behind the
+    digest's mailto ``unsubscribe`` and its one-click link (whose confirmation page asks
+    with ``dry_run``, which changes nothing)."""
+    lists = session.scalars(
+        select(MailingList)
+        .join(Membership, Membership.list_id == MailingList.id)
+        .where(Membership.person_id == person.id, Membership.delivery == Delivery.DIGEST)
+        .order_by(MailingList.slug)
+    ).all()
+    plan = DigestStop(
+        stopped=tuple(ml.name or ml.slug for ml in lists if not ml.mandatory),
+        kept=tuple(ml.name or ml.slug for ml in lists if ml.mandatory),
+        summary=bool(person.daily_summary),
+    )
+    if not dry_run:
+        for ml in lists:
+            if not ml.mandatory:
+                apply_membership_command(session, ml, person, "nomail")
+        person.daily_summary = False
+    return plan
 
 
 def _hold_for_confirmation(
@@ -1013,35 +1162,70 @@ def _release_held(
 
 
 def release_post(session: Session, held: RawMessage, ctx: IngestContext) -> Outcome:
-    """Post a held message now (after confirmation or by a moderator's release)."""
+    """Post a held message now (after confirmation or by a moderator's release).
+
+    A confirmation (or a moderator) proves that the sender owns the address — nothing
+    more. So each recipient is decided again, now, exactly as a fresh post from an
+    authenticated sender would be (``_post`` with ``confirmed``): a message held for
+    ``all@`` and also addressed to a hidden list or an announce-only list the sender may
+    not post to reaches only ``all@`` (issue 12, item 2). The loop guard is not run again:
+    releasing what it held is the moderator's decision.
+    """
     reading = read_message(held.raw, mail_from=held.mail_from, ours=ctx.ours)
-    outcome = Outcome("", RawStatus.REJECTED, "not-a-post")
+    person = _person_by_address(session, reading.sender.address) if reading.sender else None
+    outcomes: list[Outcome] = []
     for rcpt in held.rcpt_to:
         recipient = decode_recipient(rcpt, ctx.domain)
-        if recipient is not None and recipient.kind is AddressKind.ASK and reading.body:
-            asker = _person_by_address(session, reading.sender.address) if reading.sender else None
-            outcome = _ask(session, held, reading, ctx, redact_address(rcpt), asker, confirmed=True)
+        shown = redact_address(rcpt)
+        if recipient is None or reading.body is None:
             continue
-        if recipient is None or recipient.kind is not AddressKind.LIST or reading.body is None:
+        if recipient.kind is AddressKind.ASK:
+            outcomes.append(_ask(session, held, reading, ctx, shown, person, confirmed=True))
             continue
-        ml = _list_by_slug(session, recipient.value)
+        token_discussion: Discussion | None = None
+        if recipient.kind is AddressKind.LIST:
+            ml = _list_by_slug(session, recipient.value)
+        elif recipient.kind is AddressKind.REPLY:
+            try:
+                owner, discussion_id = read_token(ctx.secrets, TokenKind.REPLY, recipient.value)
+            except (TokenError, ValueError):
+                continue
+            token_discussion = session.get(Discussion, discussion_id)
+            if token_discussion is None or person is None or person.id != owner:
+                continue
+            ml = session.get(MailingList, token_discussion.list_id)
+        else:
+            continue
         if ml is None:
             continue
-        person = _person_by_address(session, reading.sender.address) if reading.sender else None
-        outcome = store_post(
-            session,
-            held,
-            reading,
-            ctx,
-            redact_address(rcpt),
-            ml,
-            person,
-            None,
-            {"list": ml.slug, "released": True},
+        outcomes.append(
+            _post(
+                session,
+                held,
+                reading,
+                ctx,
+                shown,
+                ml,
+                person,
+                token_discussion,
+                confirmed=True,
+                guard=False,
+            )
         )
+    outcome = (
+        min(outcomes, key=lambda o: _RANK[o.status])
+        if outcomes
+        else Outcome("", RawStatus.REJECTED, "not-a-post")
+    )
     held.status = outcome.status
     held.reason = outcome.reason
-    held.explanation = {**(held.explanation or {}), "released": outcome.facts}
+    held.explanation = {
+        **(held.explanation or {}),
+        "released": [
+            {"recipient": o.recipient, "status": str(o.status), "reason": o.reason, **o.facts}
+            for o in outcomes
+        ],
+    }
     return outcome
 
 
@@ -1080,15 +1264,27 @@ def _notice(
     context: dict[str, Any],
     *,
     force: bool = False,
+    answers_sender: bool = True,
 ) -> None:
     """Queue one explanatory notice, unless the mail was automatic or the address has
     had this reason today (or ``MAX_NOTICES_PER_DAY`` notices of any kind).
 
+    ``answers_sender=False`` marks a notice about the mail to someone else (a list
+    owner): the automatic-mail rule, which keeps two robots from answering each other,
+    does not apply to it; the daily limits do.
+
     ``force`` skips the per-day limits for confirmations, which a member asked for, but
     never the automatic-mail rule.
+
+    Every notice passes here, so this is where a hidden list stays hidden: a notice that
+    names a list its addressee may not know exists is not queued, which is exactly what
+    an unknown list gets (``access.may_know_exists``; issue 12, item 6).
     """
     address = (to or "").strip().lower()
-    if not address or reading.automatic or row.mail_from == "":
+    if not address or (answers_sender and (reading.automatic or row.mail_from == "")):
+        return
+    if not _may_know_named_list(session, address, context):
+        log.info("raw %s: no %s notice, the list is hidden from its addressee", row.id, reason)
         return
     day = ctx.now().date().isoformat()
     if not force:
@@ -1127,6 +1323,19 @@ def _notice(
     session.add(
         OutboxEntry(key=f"notice:{notice.id}", task="mailgate.send_notice", args=[notice.id])
     )
+
+
+def _may_know_named_list(session: Session, address: str, context: dict[str, Any]) -> bool:
+    """Whether the person at ``address`` may know the list a notice context names (one
+    that names none: yes)."""
+    slug = context.get("list_slug")
+    if not slug:
+        return True
+    ml = _list_by_slug(session, slug)
+    if ml is None:
+        return False  # gone since: say nothing about it, as for any unknown list
+    person = _person_by_address(session, address)
+    return access.may_know_exists(access.ListFacts.of(ml), viewer_of(session, ml, person))
 
 
 # ---------------------------------------------------------------- directory facts

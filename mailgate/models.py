@@ -233,6 +233,8 @@ class Post(Base):
         Index("ix_posts_list_created", "list_id", "created_at"),  # digest windows
         # Threading looks up cited Message-IDs within one list (mailgate.ingest).
         Index("ix_posts_list_message_id", "list_id", "message_id"),
+        # The loop guard reads one author's last hour (mailgate.loops).
+        Index("ix_posts_author_created", "author_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -79,9 +79,9 @@ def serve(settings: Settings, *, ready: threading.Event | None = None) -> None:
     http = None
     if settings.base_url:
         # RFC 8058 one-click unsubscribe, served beside the gateway when links exist.
-        from mailgate.unsubscribe_http import make_app, make_server, unsubscribe_in_db
+        from mailgate.unsubscribe_http import make_server, unsubscribe_app_over
 
-        app = make_app(secrets=(settings.secret_key,), unsubscribe=unsubscribe_in_db(factory))
+        app = unsubscribe_app_over(factory, (settings.secret_key,))
         http = make_server(app, settings.smtp_host, settings.http_port)
         print(f"mailgate: one-click unsubscribe on {settings.smtp_host}:{http.port}", flush=True)
     if ready is not None:

@@ -15,7 +15,7 @@ Everything here is idempotent: unique keys on asks, mails and follow-ups.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import cast
@@ -96,13 +96,24 @@ def company_list(session: Session) -> MailingList:
     return ml
 
 
-def audience_list(session: Session, audience: str) -> MailingList:
+def audience_list(session: Session, audience: str, *, asker: Person | None = None) -> MailingList:
     """The list a question to ``audience`` ("company" or a list slug) lives on; raises
-    :class:`QuestionError` for a list that does not exist or is archived."""
+    :class:`QuestionError` for a list that does not exist or is archived — or, when an
+    ``asker`` mailed the question, one they may not know exists (a hidden list looks
+    like no list at all, ``access.may_know_exists``)."""
     if audience == COMPANY:
         return company_list(session)
     found = session.scalar(select(MailingList).where(MailingList.slug == audience))
-    if found is None or found.archived_at is not None:
+    if (
+        found is None
+        or found.archived_at is not None
+        or (
+            asker is not None
+            and not access.may_know_exists(
+                access.ListFacts.of(found), viewer(session, found, asker)
+            )
+        )
+    ):
         raise QuestionError(f"no list named {audience!r} to ask")
     return found
 
@@ -202,6 +213,52 @@ def first_post_id(session: Session, discussion_id: int) -> int | None:
     return session.scalar(
         select(Post.id).where(Post.discussion_id == discussion_id).order_by(Post.id).limit(1)
     )
+
+
+def who_may_see(session: Session, post_id: int, person_ids: Iterable[int]) -> set[int]:
+    """Of ``person_ids``, those who may see post ``post_id`` with its author named.
+
+    The one decision behind every path that shows or mails anything about a post other
+    than its copy: likes (by reply or from a digest), the people told that a promise
+    was kept, the text quoted in follow-up mails (issue 12, item 4). In a question's
+    discussion it is ``access.may_see_question_post``, as for fan-out and digests;
+    elsewhere reading the list (``access.may_read``).
+    """
+    wanted = sorted(set(person_ids))
+    post = session.get(Post, post_id)
+    if post is None or not wanted:
+        return set()
+    ml = session.get_one(MailingList, post.list_id)
+    people = session.scalars(select(Person).where(Person.id.in_(wanted))).all()
+    readers = viewers(session, ml, people)
+    list_facts = access.ListFacts.of(ml)
+    question = question_of_discussion(session, post.discussion_id)
+    if question is None:
+        return {pid for pid, reader in readers.items() if access.may_read(list_facts, reader)}
+    qfacts = question_facts(session, question)
+    parent_author = (
+        session.scalar(select(Post.author_id).where(Post.id == post.parent_id))
+        if post.parent_id
+        else None
+    )
+    is_question = post.id == first_post_id(session, post.discussion_id)
+    return {
+        pid
+        for pid, reader in readers.items()
+        if access.may_see_question_post(
+            qfacts,
+            list_facts,
+            reader,
+            author_id=post.author_id,
+            is_question=is_question,
+            parent_author_id=parent_author,
+        )
+    }
+
+
+def may_see(session: Session, post_id: int, person_id: int) -> bool:
+    """:func:`who_may_see` for one person."""
+    return person_id in who_may_see(session, post_id, [person_id])
 
 
 def is_away(away_until: str | None, timezone: str, now: datetime) -> date | None:
@@ -403,11 +460,15 @@ def create_question(
 
 def wake_scheduler(session: Session, key: str, now: datetime) -> None:
     """Run the question scheduler as soon as this transaction commits (through the
-    outbox), so a question goes out now rather than at the next periodic tick."""
+    outbox), so a question goes out now rather than at the next periodic tick.
+
+    The step runs for ``now``, the instant of the event, not for the worker's clock: an
+    event stamped by an operator's (or a test's) ``--now`` must not start prompt runs for
+    the real week (a CI run on a real Monday did). The periodic tick covers real time."""
     insert_ignoring_duplicates(
         session,
         OutboxEntry,
-        [{"key": key, "task": TICK_TASK, "args": [], "created_at": now}],
+        [{"key": key, "task": TICK_TASK, "args": [now.isoformat()], "created_at": now}],
     )
 
 
@@ -498,12 +559,18 @@ def on_post_stored(
     for followup in open_followups:
         followup.resolved_post_id = post_id
         followup.resolved_at = now
+        # "Answered" quotes the post promised an answer and the leader's answer to it
+        # (a reply in that post's thread: no wider than the post). Only people who may
+        # see that post and the promise are told; a +1 on a private answer is no ticket.
+        told = people_who_asked(session, question, followup.post_id) - {author.id}
+        for shown in (followup.post_id, followup.promise_post_id):
+            told &= who_may_see(session, shown, told)
         queue_mail(
             session,
             key=f"answered:{followup.id}",
             kind="answered",
             question_id=question.id,
-            person_ids=sorted(people_who_asked(session, question, followup.post_id) - {author.id}),
+            person_ids=sorted(told),
             now=now,
             followup_id=followup.id,
         )

@@ -1,7 +1,8 @@
 """Sender stage: who sent this message, and can we believe it (SPOOF-02, -03, -05, -06).
 
-Inputs: a parsed :class:`~mailgate.parse.InboundMessage`, the raw bytes (for DKIM), the
-configured authserv-ids of the trusted relay, and an injected DNS TXT lookup.
+Inputs: a parsed :class:`~mailgate.parse.InboundMessage`, the raw bytes (for DKIM, and our
+own trace field naming the peer), the configured A-R relays and their authserv-ids, and an
+injected DNS TXT lookup.
 Outputs: a :class:`FromAddress` (or a :class:`FromError` with a kebab-case reason) and an
 :class:`AuthResult` (a verdict, the method that decided it, a log-safe detail).
 
@@ -29,9 +30,15 @@ display. The result is computed once and reused everywhere (SPOOF-05).
 
 Authentication (SPOOF-02/03)
 ----------------------------
-``trusted_authentication_results`` reads only A-R fields written by the trusted relay; see
-its docstring for the position rule. ``verify_dkim`` re-verifies DKIM with dkimpy through
-the injected lookup. ``authenticate`` combines them: a trusted PASS/FAIL is final, else DKIM.
+``trusted_authserv_ids`` is the one place that decides whether Authentication-Results are
+believed at all: only on mail handed to us by an explicitly configured relay (the peer our
+own trace field names; ``MAILGATE_AUTHRES_RELAYS``) and only fields naming an explicitly
+configured authserv-id (``MAILGATE_AUTHSERV_IDS``). With either unset, no A-R counts and
+only DKIM does: the gateway lets loopback connect by default, and any local process can
+write an A-R field. ``trusted_authentication_results`` then reads only A-R fields written
+by that relay; see its docstring for the position rule. ``verify_dkim`` re-verifies DKIM
+with dkimpy through the injected lookup. ``authenticate`` combines them: a trusted
+PASS/FAIL is final, else DKIM.
 
 Alignment is a simplified DMARC relaxed alignment without the Public Suffix List: two
 domains align when they are equal, or one is a subdomain of the other and the shorter one
@@ -47,7 +54,7 @@ import base64
 import binascii
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -55,6 +62,8 @@ from typing import Any
 import dkim
 
 from mailgate.parse import InboundMessage
+from mailgate.peers import is_trusted
+from mailgate.trace import own_trace_peer
 
 # ---------------------------------------------------------------------------------------
 # Values and errors
@@ -98,7 +107,7 @@ class AuthVerdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     NONE = "none"  # no evidence either way
-    GRAY = "gray"  # evidence exists but we cannot trust it (no authserv-id configured)
+    GRAY = "gray"  # A-R cannot be trusted: no relay or authserv-id configured, or another peer
 
 
 @dataclass(frozen=True)
@@ -703,9 +712,10 @@ def trusted_authentication_results(
     """The verdict of the trusted relay's Authentication-Results, or NONE/GRAY (SPOOF-02).
 
     Position rule: the relay adds its A-R at the top, above its own Received. Mailgate's
-    gateway stores the bytes exactly as received (no Received of its own), so ingest
-    passes ``received_above=0``: only A-R fields above the first Received can come from
-    the relay (a gateway that prepended its own Received would pass 1). Anything lower
+    gateway prepends its own Received (SMTP-16), so ingest passes ``received_above=1``
+    (plus ``MAILGATE_AUTHRES_HOPS``): only A-R fields directly under our trace can come
+    from the relay (``authenticate`` has already checked, with
+    :func:`trusted_authserv_ids`, that the peer was a configured relay). Anything lower
     was in the message when the relay got it, i.e. written by the sender, and is ignored
     even if it names our authserv-id (RFC 8601 §5: the relay should also delete those).
     Of the fields in that region, only those whose authserv-id is in ``authserv_ids``
@@ -857,6 +867,25 @@ def _signature_domain(fields: dict[Any, Any]) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+def trusted_authserv_ids(
+    raw: bytes, authserv_ids: frozenset[str], relays: Sequence[str]
+) -> tuple[frozenset[str], str]:
+    """The authserv-ids whose Authentication-Results count for ``raw``, or none and why.
+
+    The one decision to believe A-R at all (SPOOF-02): both the relays and the ids must be
+    configured, and ``raw`` must have reached us from one of ``relays`` — the peer named
+    by our own trace field, which the gateway puts above anything a sender wrote.
+    """
+    if not authserv_ids:
+        return frozenset(), "no-authserv-id-configured"
+    if not relays:
+        return frozenset(), "no-authres-relay-configured"
+    peer = own_trace_peer(raw)
+    if peer is None or not is_trusted(peer, relays):
+        return frozenset(), "peer-not-an-authres-relay"
+    return authserv_ids, ""
+
+
 def authenticate(
     msg: InboundMessage,
     raw: bytes,
@@ -865,14 +894,22 @@ def authenticate(
     authserv_ids: frozenset[str],
     dnsfunc: DnsTxtLookup | None,
     received_above: int = 1,
+    relays: Sequence[str] = (),
 ) -> AuthResult:
     """Trusted A-R first (its PASS or FAIL is final), else our own DKIM verification.
 
-    If neither decides, the A-R GRAY (unconfigured) is returned in preference to NONE so
-    the log shows why nothing could be trusted.
+    A-R is trusted only as :func:`trusted_authserv_ids` decides: by default (no
+    ``relays``) none is, and only DKIM counts. If neither decides, the A-R GRAY (not
+    trusted, and why) is returned in preference to NONE so the log shows why nothing
+    could be trusted.
     """
-    trusted = trusted_authentication_results(
-        msg, authserv_ids, from_domain=from_addr.domain, received_above=received_above
+    ids, untrusted = trusted_authserv_ids(raw, authserv_ids, relays)
+    trusted = (
+        trusted_authentication_results(
+            msg, ids, from_domain=from_addr.domain, received_above=received_above
+        )
+        if ids
+        else AuthResult(AuthVerdict.GRAY, "none", untrusted)
     )
     if trusted.verdict in (AuthVerdict.PASS, AuthVerdict.FAIL):
         return trusted

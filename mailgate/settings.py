@@ -55,6 +55,9 @@ class Settings:
     relay_rate: float = 0.0  # copies per second per worker process; 0 = no limit (LIM-07)
     verify_dkim: bool = True  # look up DKIM keys in DNS for privileged posts (SPOOF-03)
     authres_hops: int = 0  # Received fields the trusted A-R may sit under (SPOOF-02)
+    # Peers whose Authentication-Results count at all (SPOOF-02); none by default. Not
+    # trusted_peers: being allowed to connect is no reason to be believed.
+    authres_relays: tuple[str, ...] = ()
     failpoint: str = ""  # crash-test hook: "after-commit" kills the gateway before its 250
 
     @property
@@ -64,6 +67,23 @@ class Settings:
     @property
     def broker_is_embedded(self) -> bool:
         return self.broker_url.startswith("filesystem")
+
+    def authres_trust(self) -> str:
+        """Whose Authentication-Results count, in one sentence (``mailgate config``)."""
+        dkim_only = "only a valid DKIM signature authenticates a post"
+        if not self.authres_relays and not self.authserv_ids:
+            return (
+                "not trusted from any peer (set MAILGATE_AUTHRES_RELAYS and "
+                f"MAILGATE_AUTHSERV_IDS): {dkim_only}"
+            )
+        if not self.authserv_ids:
+            return f"not trusted: MAILGATE_AUTHSERV_IDS is unset, so {dkim_only}"
+        if not self.authres_relays:
+            return f"not trusted: MAILGATE_AUTHRES_RELAYS is unset, so {dkim_only}"
+        return (
+            f"trusted only from {', '.join(self.authres_relays)} with authserv-id "
+            f"{', '.join(sorted(self.authserv_ids))}; otherwise {dkim_only}"
+        )
 
     def masked(self) -> dict[str, str]:
         """Every setting as display text, with secrets and URL passwords masked."""
@@ -169,12 +189,12 @@ def _check_relay(url: str) -> str:
     return url
 
 
-def _check_peers(peers: tuple[str, ...]) -> tuple[str, ...]:
+def _check_peers(peers: tuple[str, ...], name: str = "MAILGATE_TRUSTED_PEERS") -> tuple[str, ...]:
     for peer in peers:
         try:
             ipaddress.ip_network(peer, strict=False)
         except ValueError:
-            raise SettingsError(f"MAILGATE_TRUSTED_PEERS: {peer!r} is not an IP network") from None
+            raise SettingsError(f"{name}: {peer!r} is not an IP network") from None
     return peers
 
 
@@ -222,6 +242,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         relay_rate=float(_int(env, "MAILGATE_RELAY_RATE", 0, 0, 1_000_000)),
         verify_dkim=env.get("MAILGATE_VERIFY_DKIM", "yes").lower() not in {"no", "0", "false"},
         authres_hops=_int(env, "MAILGATE_AUTHRES_HOPS", 0, 0, 20),
+        authres_relays=_check_peers(
+            _csv(env, "MAILGATE_AUTHRES_RELAYS", ""), "MAILGATE_AUTHRES_RELAYS"
+        ),
         failpoint=env.get("MAILGATE_FAILPOINT", ""),
     )
 

@@ -8,10 +8,17 @@ What happens before the reply, and nothing more (STYLE §1.2):
 - connect: only peers in ``trusted_peers`` (SMTP-05) — others get 554 and are closed;
 - MAIL: a per-session message cap and a per-sender rate (4xx, in memory per gateway);
 - RCPT: the address must be one of ours and well-formed — list, ``-request``, signed
-  reply or bounce token — else 550 5.1.1 before DATA (SMTP-06); a recipient cap (SMTP-07);
-- DATA: cheap shape limits on the header block (LOOP-06, LIM-04), then the exact bytes
-  and the envelope are committed through the :class:`Inbox` port and only then ``250``
-  (SMTP-01). A storage failure answers 451 4.3.0 and nothing is half-stored.
+  reply or bounce token — else 550 5.1.1 before DATA (SMTP-06); a recipient cap (SMTP-07).
+  A hidden list answers only an envelope sender who may know it exists
+  (``access.may_know_exists``); anyone else gets the unknown-list reply, byte for byte.
+  MAIL FROM can be forged, so this only keeps the list's existence from strangers' probes;
+  what is decided after acceptance goes by the parsed From (ingest);
+- DATA: cheap shape limits on the header block (LOOP-06, LIM-04) and the same rate per
+  author — the From field's address, read from the header block with ingest's From
+  parser, never the body — so a new MAIL FROM per message does not reset the count (a
+  message counts against both keys); then the exact bytes and the envelope are
+  committed through the :class:`Inbox` port and only then ``250`` (SMTP-01). A storage
+  failure answers 451 4.3.0 and nothing is half-stored.
 
 The database work runs in a writer thread that commits whatever has queued up in one
 transaction (group commit, as Postfix and PostgreSQL do), so the event loop never blocks
@@ -21,7 +28,6 @@ and concurrent clients share one fsync.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import queue
 import re
@@ -29,9 +35,9 @@ import secrets
 import ssl
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, AnyStr, Protocol
 
@@ -40,6 +46,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailgate import replies
 from mailgate.addressing import AddressKind, decode_recipient, redact_address
+from mailgate.peers import is_loopback, is_trusted, trusted_networks
+from mailgate.senders import FromError, parse_from_value
 from mailgate.tokens import TokenError, TokenKind, read_token
 from mailgate.trace import SessionFacts, received_field
 
@@ -68,7 +76,12 @@ class Inbox(Protocol):
     """The storage port of the gateway (``mailgate.inbox.SqlInbox`` in production)."""
 
     def list_state(self, slug: str) -> str | None:
-        """ "open", "archived", or None for an unknown list."""
+        """ "open", "archived", ``HIDDEN_LIST`` (ask :meth:`hidden_list_state`), or None
+        for an unknown list."""
+
+    def hidden_list_state(self, slug: str, sender: str) -> str | None:
+        """For a hidden list: "open" or "archived" if the envelope ``sender`` may know it
+        exists (``mailgate.access.may_know_exists``), else None, as for no list at all."""
 
     def store_many(self, messages: Sequence[Accepted]) -> list[int]:
         """Commit all messages in one transaction; return their ids in order."""
@@ -78,6 +91,7 @@ class Inbox(Protocol):
 
 
 LIST_CACHE_SECONDS = 5.0
+HIDDEN_LIST = "hidden"  # a list_state that depends on who asks
 
 
 @dataclass(frozen=True)
@@ -89,7 +103,9 @@ class Limits:
     max_header_field: int = 16 * 1024  # one field, folded lines included (LIM-04)
     max_mime_parts: int = 500
     max_messages_per_session: int = 100
-    sender_rate: int = 120  # messages per sender address per minute, per gateway
+    # Messages per minute, per gateway, for each envelope sender and, separately, for each
+    # author (From address): a message counts against both, over either → 451 4.7.1.
+    sender_rate: int = 120
 
 
 # ---------------------------------------------------------------- pre-parse checks (pure)
@@ -117,6 +133,27 @@ def longest_field(headers: bytes) -> int:
             current = len(line) + 1
         longest = max(longest, current)
     return longest
+
+
+_FROM_FIELD_RE = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def sniff_author(headers: bytes) -> str | None:
+    """The author's address (lowercased) in a header block, for the author's rate.
+
+    The one From field, parsed by ``senders.parse_from_value`` — the parser ingest uses to
+    name the author — without parsing the message. None when there is no From field,
+    more than one, or one that does not parse: ingest refuses such mail (it posts
+    nothing), and the envelope sender's rate still applies to it.
+    """
+    fields = _FROM_FIELD_RE.findall(headers)
+    if len(fields) != 1:
+        return None
+    value = fields[0].decode("utf-8", "surrogateescape").strip()
+    try:
+        return parse_from_value(value).address.lower()
+    except FromError:
+        return None
 
 
 def check_shape(raw: bytes, limits: Limits) -> str | None:
@@ -267,9 +304,36 @@ def _settle(settled: list[tuple[asyncio.Future[int], Any]]) -> None:
 # ---------------------------------------------------------------- the handler
 
 
-@dataclass
-class _RateWindow:
-    stamps: deque[float] = field(default_factory=deque)
+class RateWindows:
+    """Sliding one-minute windows of message times, one per key (in memory, per gateway).
+
+    Memory stays bounded under a flood of distinct keys: past ``prune_at`` keys, those
+    whose newest message is older than the window are forgotten (they hold no count).
+    """
+
+    WINDOW = 60.0
+
+    def __init__(self, *, prune_at: int = 10_000) -> None:
+        self._stamps: dict[str, deque[float]] = {}
+        self._min_prune = self._prune_at = prune_at
+
+    def take(self, key: str, now: float, limit: int) -> bool:
+        """Count one message for ``key`` at ``now`` if it is under ``limit``; else False."""
+        window = self._stamps.get(key)
+        if window is None:
+            window = self._stamps[key] = deque()
+        while window and now - window[0] > self.WINDOW:
+            window.popleft()
+        if len(window) >= limit:
+            return False
+        window.append(now)
+        if len(self._stamps) > self._prune_at:
+            idle = [k for k, w in self._stamps.items() if not w or now - w[-1] > self.WINDOW]
+            for gone in idle:
+                del self._stamps[gone]
+            # Amortised: scan again only once as many keys again have arrived.
+            self._prune_at = max(self._min_prune, 2 * len(self._stamps))
+        return True
 
 
 class GatewayHandler:
@@ -293,8 +357,9 @@ class GatewayHandler:
         self.after_commit = after_commit  # failpoint hook for crash tests (DUR-01)
         self.open_sessions = 0  # kept by GatewaySMTP; read by the writer thread
         self.committer = GroupCommitter(inbox, open_sessions=lambda: self.open_sessions)
-        self._senders: defaultdict[str, _RateWindow] = defaultdict(_RateWindow)
-        self._lists: dict[str, tuple[float, str | None]] = {}
+        self._senders = RateWindows()  # envelope senders, counted at MAIL
+        self._authors = RateWindows()  # From addresses, counted at DATA
+        self._lists: dict[tuple[str, str | None], tuple[float, str | None]] = {}
 
     async def handle_EHLO(
         self,
@@ -324,24 +389,14 @@ class GatewayHandler:
         return "250 2.1.0 OK"
 
     def _sender_allowed(self, sender: str) -> bool:
-        now = self.clock()
-        window = self._senders[sender].stamps
-        while window and now - window[0] > 60:
-            window.popleft()
-        if len(window) >= self.limits.sender_rate:
-            return False
-        window.append(now)
-        if len(self._senders) > 10_000:  # bound memory under a flood of distinct senders
-            for key in [k for k, w in self._senders.items() if not w.stamps][:5_000]:
-                del self._senders[key]
-        return True
+        return self._senders.take(sender, self.clock(), self.limits.sender_rate)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if len(envelope.rcpt_tos) >= self.limits.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
-        reply = await self._check_recipient(address)
+        reply = await self._check_recipient(address, envelope.mail_from or "")
         if reply is not None:
             log.info("refused RCPT %s: %s", redact_address(address), reply[:9])
             return reply
@@ -351,7 +406,7 @@ class GatewayHandler:
         envelope.rcpt_options.extend(options)
         return replies.RCPT_OK
 
-    async def _check_recipient(self, address: str) -> str | None:
+    async def _check_recipient(self, address: str, sender: str) -> str | None:
         recipient = decode_recipient(address, self.domain)
         if recipient is None:
             return replies.UNKNOWN_RECIPIENT.format(address=_printable(redact_address(address)))
@@ -366,6 +421,8 @@ class GatewayHandler:
             return None
         try:
             state = await self._list_state(recipient.value)
+            if state == HIDDEN_LIST:
+                state = await self._list_state(recipient.value, sender.strip().lower())
         except Exception:  # noqa: BLE001 - database down: let the relay retry
             return replies.STORAGE_UNAVAILABLE
         if state is None:
@@ -374,21 +431,26 @@ class GatewayHandler:
             return replies.LIST_ARCHIVED.format(address=address)
         return None
 
-    async def _list_state(self, slug: str) -> str | None:
-        """The list's state, remembered for ``LIST_CACHE_SECONDS``.
+    async def _list_state(self, slug: str, sender: str | None = None) -> str | None:
+        """The list's state (for a hidden list, as ``sender`` may see it), remembered for
+        ``LIST_CACHE_SECONDS`` per (list, sender).
 
         A busy list gets every RCPT; asking the database (in a thread) for each one
         would cost more than the rest of the dialogue. A new or archived list is seen
         within a few seconds, and the worker checks the list again anyway.
         """
         now = self.clock()
-        cached = self._lists.get(slug)
+        key = (slug, sender)
+        cached = self._lists.get(key)
         if cached is not None and now - cached[0] < LIST_CACHE_SECONDS:
             return cached[1]
-        state = await asyncio.to_thread(self.inbox.list_state, slug)
+        if sender is None:
+            state = await asyncio.to_thread(self.inbox.list_state, slug)
+        else:
+            state = await asyncio.to_thread(self.inbox.hidden_list_state, slug, sender)
         if len(self._lists) > 10_000:
             self._lists.clear()
-        self._lists[slug] = (now, state)
+        self._lists[key] = (now, state)
         return state
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -399,6 +461,12 @@ class GatewayHandler:
         if refusal is not None:
             log.info("refused DATA from %s: %s", _peer(session), refusal[:9])
             return refusal
+        author = sniff_author(header_block(raw))
+        if author is not None and not self._authors.take(
+            author, self.clock(), self.limits.sender_rate
+        ):
+            log.info("refused DATA from %s: author over the rate", _peer(session))
+            return replies.RATE_LIMITED
         # Our own trace field on top of the stored copy (SMTP-16); limits above were
         # checked on the bytes as the client sent them.
         raw = (
@@ -513,40 +581,13 @@ class GatewaySMTP(SMTP):
         if self.tls_context is not None:
             # SMTP-11: with a certificate configured, every peer but loopback (a local
             # MTA or a test) must say STARTTLS first; aiosmtpd then answers 530.
-            self.require_starttls = self._tls_for_loopback or not _is_loopback(host)
+            self.require_starttls = self._tls_for_loopback or not is_loopback(host)
         handler = self.event_handler
         handler.open_sessions += 1
         try:
             await super()._handle_client()
         finally:
             handler.open_sessions -= 1
-
-
-def _peer_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The peer's IP as policy sees it: without an IPv6 zone, IPv4-mapped unwrapped."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _is_loopback(host: str) -> bool:
-    address = _peer_address(host)
-    return address is not None and address.is_loopback
-
-
-def trusted_networks(peers: Sequence[str]) -> list[Any]:
-    return [ipaddress.ip_network(p, strict=False) for p in peers]
-
-
-def is_trusted(host: str, networks: Sequence[Any]) -> bool:
-    address = _peer_address(host)
-    if address is None:
-        return False
-    return any(address.version == net.version and address in net for net in networks)
 
 
 class GatewayController(Controller):

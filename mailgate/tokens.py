@@ -26,6 +26,7 @@ class TokenKind(enum.IntEnum):
     UNSUBSCRIBE = 3  # (person_id, list_id)
     CONFIRM = 4  # (pending_action_id,)
     DIGEST = 5  # (person_id, digest_id): replies to a digest carry commands
+    DIGEST_UNSUBSCRIBE = 6  # (person_id,): a digest's one-click link stops that digest
 
 
 class TokenError(ValueError):
@@ -73,12 +74,19 @@ def make_token(secret: str, kind: TokenKind, *fields: int) -> str:
 
 
 def read_token(secrets: Sequence[str], kind: TokenKind, token: str) -> tuple[int, ...]:
-    """The fields of a valid ``kind`` token signed by any of ``secrets``."""
+    """The fields of a valid ``kind`` token signed by any of ``secrets``.
+
+    Only the spelling :func:`make_token` writes is accepted (in either letter case, as MTAs
+    may fold local parts): base32 leaves spare low bits in the last character, and a
+    decoder that ignores them would take several spellings of one token.
+    """
     text = token.strip().upper()
     try:
         raw = base64.b32decode(text + "=" * (-len(text) % 8))
     except (ValueError, TypeError):
         raise TokenError("malformed token") from None
+    if base64.b32encode(raw).decode().rstrip("=") != text:
+        raise TokenError("malformed token")
     if len(raw) <= MAC_BYTES:
         raise TokenError("malformed token")
     payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]

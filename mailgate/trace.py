@@ -48,6 +48,22 @@ def received_field(facts: SessionFacts, *, by: str, queue_id: str, now: datetime
     return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
 
 
+# The first line of our own field, as received_field writes it: the HELO (no spaces or
+# parentheses left after _SAFE_HELO) and the peer in "([…])".
+_OWN_PEER_RE = re.compile(rb"Received: from [^\s()]+ \(\[([A-Za-z0-9.:_-]{1,64})\]\)\r?\n")
+
+
+def own_trace_peer(raw: bytes) -> str | None:
+    """The peer address our own trace field names — who handed us ``raw`` — or None when
+    the message does not start with our field. The gateway prepends it to every message
+    it stores, so nothing a sender writes can stand above it."""
+    rest = without_own_trace(raw)
+    if len(rest) == len(raw):
+        return None
+    match = _OWN_PEER_RE.match(raw, 0, len(raw) - len(rest))
+    return match.group(1).decode("ascii") if match else None
+
+
 def without_own_trace(raw: bytes) -> bytes:
     """``raw`` without the first header field if it is our own Received."""
     if not raw[:9].lower() == b"received:":

@@ -1,15 +1,20 @@
 """One-click unsubscribe endpoint (RFC 8058; LIST-04, LIST-05, PRIV-08, PRIV-09): an adapter.
 
 Input: HTTP requests to ``/u/<token>``, where the token is a signed
-``TokenKind.UNSUBSCRIBE`` token for (person_id, list_id). Output: a short HTML page, and a
-call to the injected ``unsubscribe(person_id, list_id)`` port, which returns ``"removed"``,
-``"digest"`` (a mandatory list: the member stays, digest-only) or ``"not-a-member"``.
+``TokenKind.UNSUBSCRIBE`` token for (person_id, list_id) — a list copy's link — or a
+``TokenKind.DIGEST_UNSUBSCRIBE`` token for (person_id,) — a digest's link. Output: a short
+HTML page, and a call to an injected port: ``unsubscribe(person_id, list_id)`` returns
+``"removed"``, ``"digest"`` (a mandatory list: the member stays, digest-only) or
+``"not-a-member"``; ``stop_digest(person_id, dry_run)`` stops that member's digest exactly
+as the digest's mailto ``unsubscribe`` does (``mailgate.ingest.stop_digests``) and returns
+what it does, or None for an unknown person.
 
 A plain WSGI app on the standard library, served by :func:`make_server` (``wsgiref`` plus a
 thread per request) when ``MAILGATE_BASE_URL`` is set. Behaviour, and why:
 
 * ``GET``/``HEAD`` only show a confirmation page whose form POSTs back: link scanners and
   mail-security gateways fetch every URL in a message, so a GET must never change state.
+  For a digest the page says what will happen (which lists leave the digest, which stay).
 * ``POST`` with ``List-Unsubscribe=One-Click`` (form-urlencoded or multipart/form-data, the
   two encodings RFC 8058 §3.2 allows; the confirmation page sends the same field) acts and
   answers 200 with a page, never a redirect: mailbox providers POST without following one.
@@ -41,13 +46,13 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, NamedTuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from sqlalchemy import select
 
-from mailgate.db import unit_of_work
-from mailgate.ingest import apply_membership_command
+from mailgate.db import read_only, unit_of_work
+from mailgate.ingest import DigestStop, apply_membership_command, stop_digests
 from mailgate.models import Delivery, MailingList, Membership, Person
 from mailgate.tokens import TokenError, TokenKind, read_token
 
@@ -63,6 +68,7 @@ _PATH_RE = re.compile(r"/u/([A-Za-z2-7]{1,128})")
 _REDACT_RE = re.compile(r"/u/[^\s\"?]*")
 
 Unsubscribe = Callable[[int, int], str]
+StopDigest = Callable[[int, bool], DigestStop | None]  # (person_id, dry_run)
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -111,6 +117,15 @@ _PAGES: dict[str, tuple[str, str]] = {
     "not-a-member": (
         "You are not on this list",
         "Nothing to do: you are not subscribed to this list, or you already left it.",
+    ),
+    "digest-confirm": (
+        "Stop your daily digest?",
+        "Press the button to stop getting your daily digest.",
+    ),
+    "digest-stopped": ("Your daily digest is stopped", "You will get no more daily digests."),
+    "digest-stopped-kept": (
+        "Your daily digest is stopped",
+        "Only lists everyone must be on stay in it:",
     ),
     "bad-token": (
         "This link does not work",
@@ -175,21 +190,37 @@ class BadTokenLimiter:
             times.popleft()
 
 
+class _Answer(NamedTuple):
+    status: int
+    reason: str  # a key of _PAGES
+    headers: Sequence[tuple[str, str]] = ()
+    detail: str = ""  # a sentence added to the page's message
+
+
 class UnsubscribeApp:
     """The WSGI app; see the module docstring. Build it with :func:`make_app`."""
 
-    def __init__(self, secrets: Sequence[str], unsubscribe: Unsubscribe, limiter: BadTokenLimiter):
+    def __init__(
+        self,
+        secrets: Sequence[str],
+        unsubscribe: Unsubscribe,
+        limiter: BadTokenLimiter,
+        stop_digest: StopDigest | None = None,
+    ):
         if not secrets:
             raise ValueError("at least one secret is needed to check tokens")
         self._secrets = tuple(secrets)
         self._unsubscribe = unsubscribe
+        self._stop_digest = stop_digest
         self._limiter = limiter
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        status, reason, extra = self._handle(environ, method)
+        status, reason, extra, detail = self._handle(environ, method)
         title, message = _PAGES[reason]
-        body = _page(title, message, form=reason == "confirm")
+        if detail:
+            message = f"{message} {detail}"
+        body = _page(title, message, form=reason in ("confirm", "digest-confirm"))
         headers = [*_HEADERS, ("Content-Length", str(len(body))), *extra]
         start_response(_STATUS_LINES[status], headers)
         log.info(
@@ -201,32 +232,33 @@ class UnsubscribeApp:
         )
         return [] if method == "HEAD" else [body]
 
-    def _handle(
-        self, environ: dict[str, Any], method: str
-    ) -> tuple[int, str, list[tuple[str, str]]]:
+    def _handle(self, environ: dict[str, Any], method: str) -> _Answer:
         path = str(environ.get("PATH_INFO", ""))
         if not path.startswith("/u/"):
-            return 404, "not-found", []
+            return _Answer(404, "not-found")
         if method not in ("GET", "HEAD", "POST"):
-            return 405, "method-not-allowed", [("Allow", "GET, HEAD, POST")]
+            return _Answer(405, "method-not-allowed", [("Allow", "GET, HEAD, POST")])
         client = str(environ.get("REMOTE_ADDR", ""))
         if self._limiter.blocked(client):
-            return 429, "rate-limited", [("Retry-After", str(int(self._limiter.window)))]
+            return _Answer(429, "rate-limited", [("Retry-After", str(int(self._limiter.window)))])
         ids = self._read(path)
         if ids is None:
             self._limiter.record(client)
-            return 400, "bad-token", []
+            return _Answer(400, "bad-token")
+        digest = len(ids) == 1
         if method != "POST":
-            return 200, "confirm", []
+            return self._digest(ids[0], dry_run=True) if digest else _Answer(200, "confirm")
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return 400, "missing-one-click", []
+            return _Answer(400, "missing-one-click")
         if length > MAX_BODY:
-            return 413, "too-large", []
+            return _Answer(413, "too-large")
         body = environ["wsgi.input"].read(length) if length > 0 else b""
         if not _one_click(str(environ.get("CONTENT_TYPE", "")), body):
-            return 400, "missing-one-click", []
+            return _Answer(400, "missing-one-click")
+        if digest:
+            return self._digest(ids[0], dry_run=False)
         person_id, list_id = ids
         try:
             outcome = self._unsubscribe(person_id, list_id)
@@ -234,37 +266,74 @@ class UnsubscribeApp:
             # The port's unit of work has rolled back; say so and keep the token out of
             # the log (the traceback holds ids only).
             log.exception("unsubscribe failed for person %d list %d", person_id, list_id)
-            return 500, "error", []
+            return _Answer(500, "error")
         if outcome not in ("removed", "digest", "not-a-member"):
             log.error("unsubscribe port returned %r", outcome)
-            return 500, "error", []
+            return _Answer(500, "error")
         log.info("unsubscribe person %d list %d: %s", person_id, list_id, outcome)
-        return 200, outcome, []
+        return _Answer(200, outcome)
 
-    def _read(self, path: str) -> tuple[int, int] | None:
+    def _digest(self, person_id: int, *, dry_run: bool) -> _Answer:
+        """A digest's link: GET says what stopping it would do, POST stops it."""
+        assert self._stop_digest is not None  # _read accepts digest tokens only with it
+        try:
+            plan = self._stop_digest(person_id, dry_run)
+        except Exception:
+            log.exception("digest stop failed for person %d", person_id)
+            return _Answer(500, "error")
+        if plan is None:
+            return _Answer(200, "digest-stopped")
+        if not dry_run:
+            log.info("unsubscribe person %d: digest stopped", person_id)
+        kept = ", ".join(plan.kept)
+        if dry_run and plan.changes:
+            detail = [f"It stops the digest of: {', '.join(plan.stopped)}."] if plan.stopped else []
+            if kept:
+                detail.append(f"Lists everyone must be on stay in it: {kept}.")
+            return _Answer(200, "digest-confirm", detail=" ".join(detail))
+        if kept:
+            return _Answer(200, "digest-stopped-kept", detail=f"{kept}.")
+        return _Answer(200, "digest-stopped")
+
+    def _read(self, path: str) -> tuple[int, ...] | None:
+        """(person_id, list_id) of a list's link, (person_id,) of a digest's, or None."""
         match = _PATH_RE.fullmatch(path)
         if match is None:
             return None
-        try:
-            fields = read_token(self._secrets, TokenKind.UNSUBSCRIBE, match.group(1))
-        except TokenError:
-            return None
-        if len(fields) != 2:
-            return None
-        return fields[0], fields[1]
+        kinds = [(TokenKind.UNSUBSCRIBE, 2)]
+        if self._stop_digest is not None:
+            kinds.append((TokenKind.DIGEST_UNSUBSCRIBE, 1))
+        for kind, size in kinds:
+            try:
+                fields = read_token(self._secrets, kind, match.group(1))
+            except TokenError:
+                continue
+            return fields if len(fields) == size else None
+        return None
 
 
 def make_app(
     *,
     secrets: Sequence[str],
     unsubscribe: Unsubscribe,
+    stop_digest: StopDigest | None = None,
     bad_token_limit: int = BAD_TOKEN_LIMIT,
     bad_token_window: float = BAD_TOKEN_WINDOW,
     clock: Callable[[], float] = time.monotonic,
 ) -> WSGIApp:
-    """The one-click WSGI app. ``secrets`` newest first (old ones keep old mail working)."""
+    """The one-click WSGI app. ``secrets`` newest first (old ones keep old mail working).
+    Without ``stop_digest`` a digest's link is refused as a bad token."""
     limiter = BadTokenLimiter(bad_token_limit, bad_token_window, clock)
-    return UnsubscribeApp(secrets, unsubscribe, limiter)
+    return UnsubscribeApp(secrets, unsubscribe, limiter, stop_digest)
+
+
+def unsubscribe_app_over(factory: Any, secrets: Sequence[str]) -> WSGIApp:
+    """The app over the database, as ``mailgate serve`` runs it: both ports wired."""
+    return make_app(
+        secrets=secrets,
+        unsubscribe=unsubscribe_in_db(factory),
+        stop_digest=stop_digest_in_db(factory),
+    )
 
 
 def _one_click(content_type: str, body: bytes) -> bool:
@@ -342,6 +411,23 @@ def unsubscribe_in_db(factory: Any) -> Unsubscribe:
             return "removed"
 
     return unsubscribe
+
+
+def stop_digest_in_db(factory: Any) -> StopDigest:
+    """The ``stop_digest`` port over the database: the digest mailto's own service
+    (``stop_digests``) in one unit of work per call."""
+
+    def stop_digest(person_id: int, dry_run: bool) -> DigestStop | None:
+        # The confirmation page only reads; on SQLite it takes no write lock.
+        with read_only(factory) if dry_run else unit_of_work(factory) as session:
+            # FOR UPDATE: a provider's retried POSTs serialise here on PostgreSQL, and the
+            # second finds nothing left to stop (no second audit row).
+            person = session.get(Person, person_id, with_for_update=not dry_run)
+            if person is None:
+                return None
+            return stop_digests(session, person, dry_run=dry_run)
+
+    return stop_digest
 
 
 # ---------------------------------------------------------------- the server

@@ -3,8 +3,14 @@
 ``make test`` calls this after lint and type checks. PostgreSQL is used when it answers at
 ``MAILGATE_TEST_POSTGRES_URL`` (default: the local ``test`` database); CI sets
 ``MAILGATE_REQUIRE_POSTGRES=1`` so that a missing server fails the run instead of being
-skipped. pytest's exit code 5 ("no tests collected") counts as success for a pass that
-selects a marker nobody uses yet.
+skipped.
+
+pytest's exit code 5 ("no tests collected") FAILS the run: both passes are expected to
+have tests, and an empty pass (a marker nobody sets any more, a conftest that stopped
+marking database tests, a typo in ``-m``) would otherwise be green while testing nothing
+— the PostgreSQL pass in particular. This is how the README's "Handle pytest's exit code
+5 yourself" is met: the code is handled here, as a failure with its own message, not
+passed through as success and not left to read as an ordinary test failure.
 """
 
 from __future__ import annotations
@@ -35,8 +41,12 @@ def run(label: str, args: list[str], env: dict[str, str]) -> int:
     print(f"\n=== {label} ===", flush=True)
     code = subprocess.call([sys.executable, "-m", "pytest", *args], env=env)
     if code == NO_TESTS:
-        print(f"({label}: no tests selected)")
-        return 0
+        print(
+            f"FAILED {label}: pytest collected no tests (exit code {NO_TESTS}); "
+            "every pass must run tests — check its -m marker and the arguments "
+            f"{' '.join(args) or '(none)'}",
+            flush=True,
+        )
     return code
 
 

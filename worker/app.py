@@ -21,6 +21,11 @@ QUESTIONS_TICK_SECONDS = 60.0
 SWEEP_SECONDS = 15.0
 VISIBILITY_TIMEOUT = 3600  # longer than any task run or retry delay (CEL-03)
 MAX_RETRY_DELAY = 600
+EMBEDDED_TRANSPORT = "worker.file_broker:Transport"
+# A post's first send batch (``mailgate.delivery.FIRST_BATCH``) is published here rather
+# than on ``outbound``: the worker takes from its queues in turn, so a new post's first
+# copies wait for at most one task, not for every batch of the posts before it.
+FIRST_BATCH_QUEUE = "fanout"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -65,16 +70,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.broker_is_embedded:
         folder = settings.var_dir / "broker"
-        for sub in ("queue", "control"):
+        for sub in ("queue", "control", "claimed", "bad", "doorbells"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        # kombu's filesystem transport, with atomic publish, bad files set aside instead
+        # of stopping the worker, and doorbell wake-ups (issue 12, item 5).
+        conf["broker_transport"] = EMBEDDED_TRANSPORT
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "control_folder": str(folder / "control"),
+            "claim_folder": str(folder / "claimed"),
+            "bad_folder": str(folder / "bad"),
+            "doorbell_folder": str(folder / "doorbells"),
             "store_processed": False,
-            # kombu polls the folder once a second by default: a tenth keeps the
-            # embedded shape responsive at a negligible cost.
-            "polling_interval": 0.1,
+            # Publishes and acks ring the consumer's doorbell: this poll only covers a
+            # ring that never came (a writer that does not ring), so kombu's own default.
+            "polling_interval": 1.0,
         }
     else:
         conf["broker_transport_options"] = {"visibility_timeout": VISIBILITY_TIMEOUT}

@@ -16,11 +16,11 @@ from digests.questions import QuestionMailSettings
 from digests.sending import DigestMail
 from mailgate.copies import CopySettings
 from mailgate.db import make_engine, make_sessionmaker
-from mailgate.delivery import Throttle, TokenCopyBuilder
+from mailgate.delivery import Throttle, TokenCopyBuilder, is_first_batch
 from mailgate.ingest import IngestContext
 from mailgate.relay import SigningRelay
 from mailgate.signing import DkimKey, MessageSigner
-from worker.app import app, settings
+from worker.app import FIRST_BATCH_QUEUE, app, settings
 from worker.mailer import Mailer, make_mailer
 
 
@@ -48,6 +48,7 @@ def ingest_context() -> IngestContext:
         domain=settings.domain,
         secrets=(settings.secret_key,),
         authserv_ids=settings.authserv_ids,
+        authres_relays=settings.authres_relays,  # none by default: only DKIM counts
         received_above=1 + settings.authres_hops,  # our own Received, then the relay's
         dnsfunc=dns_txt if settings.verify_dkim else None,
     )
@@ -98,8 +99,14 @@ def throttle() -> Throttle:
     return Throttle(settings.relay_rate)
 
 
+def publish_options(task: str, args: Sequence[Any]) -> dict[str, str]:
+    """Where one task goes when not where ``task_routes`` sends it: a post's first send
+    batch rides the fanout queue, ahead of older posts' batches waiting on ``outbound``."""
+    return {"queue": FIRST_BATCH_QUEUE} if is_first_batch(task, args) else {}
+
+
 def publish(task: str, args: Sequence[Any]) -> None:
-    app.send_task(task, args=list(args), retry=False)
+    app.send_task(task, args=list(args), retry=False, **publish_options(task, args))
 
 
 def publish_ingest(raw_ids: Sequence[int]) -> None:

@@ -76,8 +76,9 @@ def fanout(post_id: int) -> None:
 
 
 @app.task(name="mailgate.send", autoretry_for=(OperationalError,), **RETRY)
-def send(delivery_ids: list[int]) -> None:
-    """One batch of copies over one relay connection; 4xx are rescheduled in the DB."""
+def send(delivery_ids: list[int], lane: str = "") -> None:
+    """One batch of copies over one relay connection; 4xx are rescheduled in the DB.
+    ``lane`` only steers the broker (a post's first batch goes ahead, ``runtime.publish``)."""
     send_batch(
         runtime.session_factory(),
         delivery_ids,

@@ -134,7 +134,7 @@ def test_gathering_costs_the_same_queries_for_any_batch_size(  # type: ignore[no
         ids = s.scalars(select(Post.author_id).distinct()).all()
         from mailgate.models import Person
 
-        people = s.scalars(select(Person.id)).all()
+        people = s.scalars(select(Person.id).order_by(Person.id)).all()
     counts = []
     for size in (2, len(people)):
         statements: list[str] = []
@@ -198,12 +198,17 @@ def test_replies_to_an_item_and_commands_to_the_digest(  # type: ignore[no-untyp
 
     assert deliver(digest_reply, "mute 1").reason == "digest-commands"
     with session_factory() as s:
-        assert s.scalars(select(Mute.discussion_id)).all() == [posts[0].discussion_id]
+        assert s.scalars(select(Mute.discussion_id).order_by(Mute.id)).all() == [
+            posts[0].discussion_id
+        ]
     not_understood = deliver(digest_reply, "What a lovely digest!")
     assert not_understood.reason == "digest-reply-not-understood"
     with session_factory() as s:
-        assert s.scalars(select(Notice.reason)).all() == ["digest-reply-help"]
-        assert s.scalars(select(Post)).all()[-1].text == "Great news, thanks!"  # no new post
+        assert s.scalars(select(Notice.reason).order_by(Notice.id)).all() == ["digest-reply-help"]
+        # No new post: the latest is still the reply (rows in id order; without ORDER BY
+        # PostgreSQL may return them in any order).
+        latest = s.scalars(select(Post).order_by(Post.id.desc()).limit(1)).one()
+        assert latest.text == "Great news, thanks!"
 
 
 def test_scheduler_step_through_a_real_worker_on_redis(  # type: ignore[no-untyped-def]
@@ -262,3 +267,103 @@ def test_unsubscribe_by_replying_to_the_digest(  # type: ignore[no-untyped-def]
             ).all()
         )
     assert modes == {"eng": "none", "all": "digest"}  # a mandatory list cannot be silenced
+
+
+def test_one_click_on_a_digest_stops_it_as_its_mailto_does(  # type: ignore[no-untyped-def]
+    world, directory, gateway, session_factory, relay_sink, ingest_context
+) -> None:
+    """Issue 12 item 8: a digest's https one-click link and its mailto do the same thing,
+    stop that member's digest (GET only says what will happen), through one service."""
+    import http.client
+    import urllib.parse
+
+    from mailgate.models import MailingList, Membership
+    from mailgate.unsubscribe_http import make_server, unsubscribe_app_over
+
+    other = "other@corp.example"
+    directory.member("eng", other, name="Other", timezone="Europe/Berlin", delivery="digest")
+    # "all" sorts before "eng": the one-click link used to name that list and change nothing.
+    directory.list("all", name="Everyone", mandatory=True)
+    directory.list("ops", name="Operations")
+    for who in (READER, other):
+        directory.member("all", who, delivery="digest")
+        directory.member("ops", who, delivery="digest")
+    ids = {who: directory.person_id(who) for who in (READER, other)}
+    with unit_of_work(session_factory) as s:
+        s.execute(update(Person).where(Person.id.in_(ids.values())).values(daily_summary=True))
+    send_digests(
+        session_factory,
+        due_now(session_factory, NOON),
+        mail=MAIL,
+        relay=SmtpMailer(relay_sink.url),
+        now=NOON,
+    )
+    digests = {
+        m.rcpt_to[0]: email.message_from_bytes(m.data, policy=email.policy.default)
+        for m in relay_sink.messages
+    }
+    assert set(digests) == {READER, other}
+
+    def links(who: str) -> tuple[str, str]:
+        value = " ".join(str(digests[who]["List-Unsubscribe"]).split())
+        https, mailto = (part.strip().strip("<>") for part in value.split(","))
+        assert digests[who]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        return https, mailto
+
+    def state(who: str) -> tuple[dict[str, str], bool]:
+        with session_factory() as s:
+            modes = dict(
+                s.execute(
+                    select(MailingList.slug, Membership.delivery)
+                    .join(Membership, Membership.list_id == MailingList.id)
+                    .where(Membership.person_id == ids[who])
+                ).all()
+            )
+            return {k: str(v) for k, v in modes.items()}, s.get_one(Person, ids[who]).daily_summary
+
+    before = ({"eng": "digest", "all": "digest", "ops": "digest"}, True)
+    assert state(READER) == state(other) == before
+
+    # The other reader's mail client follows the mailto (subject only, no body).
+    mailto = urllib.parse.urlsplit(links(other)[1])
+    assert urllib.parse.parse_qs(mailto.query) == {"subject": ["unsubscribe"]}
+    raw = (
+        f"From: {other}\r\nTo: {mailto.path}\r\nSubject: unsubscribe\r\n"
+        f"Message-ID: <{time.time_ns()}@corp.example>\r\n\r\n"
+    ).encode()
+    run_ingest(session_factory, gateway.submit(raw, mailto.path, other), ingest_context)
+    stopped = ({"eng": "none", "all": "digest", "ops": "none"}, False)
+    assert state(other) == stopped  # a mandatory list cannot be silenced (Decision 4)
+
+    # The reader's mailbox provider uses the one-click link against our real endpoint.
+    server = make_server(unsubscribe_app_over(session_factory, (SECRET,)), "127.0.0.1", 0)
+    try:
+
+        def request(method: str, body: bytes | None = None) -> tuple[int, str]:
+            path = urllib.parse.urlsplit(links(READER)[0]).path
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            try:
+                headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.read().decode()
+            finally:
+                conn.close()
+
+        status, page = request("GET")  # a link scanner, or the member reading the page
+        assert status == 200 and 'method="post"' in page
+        assert "Stop your daily digest?" in page
+        assert "Engineering, Operations" in page and "Everyone" in page
+        assert state(READER) == before  # GET changed nothing
+
+        status, page = request("POST", b"List-Unsubscribe=One-Click")
+        assert status == 200 and "Your daily digest is stopped" in page
+        assert "Everyone" in page  # still in the digest, and the page says so
+        assert state(READER) == state(other) == stopped
+
+        status, page = request("POST", b"List-Unsubscribe=One-Click")  # a retry: harmless
+        assert status == 200 and state(READER) == stopped
+        status, page = request("GET")  # nothing left to stop: no button
+        assert status == 200 and 'method="post"' not in page
+    finally:
+        server.shutdown()

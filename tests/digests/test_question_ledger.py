@@ -44,7 +44,7 @@ def test_ledger_lists_open_questions_a_reader_can_read(  # type: ignore[no-untyp
     directory.member("general", READER, name="Rita", delivery="digest")
     directory.member("general", OUTSIDER, name="Otto", delivery="digest")
     directory.member("general", CEO, name="Cleo", role="owner")
-    now = datetime.now(UTC)
+    now = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)  # a Tuesday; the promise is due Friday
     with unit_of_work(session_factory) as s:
         ceo = find_person(s, CEO)
         hidden = questions.create_question(

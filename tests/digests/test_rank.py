@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
@@ -607,15 +606,10 @@ def _busy_month(count: int = 300, posts_each: int = 5) -> tuple[MemberView, list
     return view, discussions
 
 
-def test_plan_digest_cost_for_300_discussions() -> None:
+def test_plan_digest_for_300_discussions_is_a_full_plan() -> None:
+    """A busy month: the plan is full and the rest is counted, not listed. What planning
+    costs is bench/digest.py's "plan" stage, measured against a same-run baseline."""
     view, discussions = _busy_month()
     result = plan(view, discussions)
     assert len(result.items) == 12 and result.others > 100  # a realistic, full plan
-    best = float("inf")
-    for _ in range(15):  # best of several: this machine is shared and noisy
-        started = time.perf_counter()
-        for _ in range(5):
-            plan(view, discussions)
-        best = min(best, (time.perf_counter() - started) / 5)
-    print(f"plan_digest, 300 discussions x 5 posts: {best * 1000:.2f} ms")
-    assert best < 0.005
+    assert plan(view, discussions) == result  # and the same plan every time

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -750,21 +749,18 @@ def test_html_path_never_raises(html: str) -> None:
     assert "<script" not in text.lower() or "<script" in html.lower()
 
 
-def test_typical_reply_is_fast() -> None:
+def test_typical_ten_kilobyte_reply_splits_into_its_new_text_and_the_history() -> None:
+    """The typical reply of bench/stages.py (its cost is measured there, against a
+    same-run baseline; a wall-clock ceiling here only flaked on loaded machines)."""
     old = "".join(
         f"> Paragraph {n}: the quarterly numbers look reasonable to me.\n" for n in range(90)
     )
-    body = (
-        "Thanks Bob, that all makes sense. Two points below, then the rest.\n\n" * 40
-        + "Alice\n\nOn Tue, 3 Mar 2026 at 10:12, Bob Smith <bob@corp.example> wrote:\n\n"
-        + old
-    )
+    attribution = "On Tue, 3 Mar 2026 at 10:12, Bob Smith <bob@corp.example> wrote:"
+    paragraph = "Thanks Bob, that all makes sense. Two points below, then the rest."
+    body = f"{paragraph}\n\n" * 40 + f"Alice\n\n{attribution}\n\n" + old
     assert 8_000 < len(body.encode()) < 12_000
-    split_reply(body)
-    runs = 200
-    start = time.perf_counter()
-    for _ in range(runs):
-        split_reply(body)
-    per_call = (time.perf_counter() - start) / runs
-    # Budget is < 0.5 ms on the dev machine; 5 ms keeps slow CI from flaking.
-    assert per_call < 0.005
+    new, elided = split_reply(body)
+    assert new == "\n\n".join([paragraph] * 40 + ["Alice"])
+    assert elided.startswith(attribution + "\n")
+    assert elided.rstrip("\n").endswith(old.rstrip("\n"))
+    assert elided.count("> Paragraph") == 90

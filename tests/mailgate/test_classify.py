@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from email.header import Header
 from pathlib import Path
 
@@ -571,17 +570,9 @@ def test_hostile_input_never_raises(raw: bytes):
         is_automatic(msg, mail_from=mail_from)
 
 
-def test_classify_a_normal_post_is_fast():
-    # Budget: well under 0.2 ms per message for the common case (a post).
+def test_classify_a_normal_post_with_long_history():
+    # What it costs per message is measured in bench/stages.py, not asserted here.
     long_body = OUTLOOK_POST.replace(b"Jane\n", b"Jane\n" + b"> quoted history line\n" * 400)
     msg = parse_message(post("Re: Q3 roadmap review", base=long_body))
     assert classify(msg, mail_from="jane.doe@corp.example", ours=OURS).kind is MailClass.POST
-    rounds = 2000
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(rounds):
-            classify(msg, mail_from="jane.doe@corp.example", ours=OURS)
-            is_automatic(msg, mail_from="jane.doe@corp.example")
-        best = min(best, (time.perf_counter() - start) / rounds)
-    assert best < 0.0002, f"classify + is_automatic took {best * 1e6:.1f} µs per message"
+    assert is_automatic(msg, mail_from="jane.doe@corp.example") is None

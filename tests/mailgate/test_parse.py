@@ -4,7 +4,6 @@ and format=flowed (RFC 3676) unwrapped and unstuffed before any quote stripping.
 from __future__ import annotations
 
 import base64
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -416,11 +415,10 @@ def test_flowed_never_raises_and_keeps_the_words(lines: list[str], delsp: bool) 
     assert sorted(c for c in text if c in "ab日") == sorted(c for c in body.decode() if c in "ab日")
 
 
-def test_flowed_decoding_is_linear() -> None:
+@pytest.mark.timeout(30)  # catches a hang only; the cost is measured in bench/stages.py
+def test_flowed_decoding_of_a_hostile_paragraph() -> None:
     # A 2 MB hostile paragraph: every line soft-broken and deeply quoted.
     body = ((">" * 50 + " word \n") * 35_000).encode()
     raw = _raw(body, content_type=FLOWED)
-    start = time.perf_counter()
     text = _plain(raw)
-    assert time.perf_counter() - start < 1.0
     assert text.count("\n") == 1

@@ -9,6 +9,7 @@ decoded) for the member's addresses and name. Runs on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -48,6 +49,7 @@ from tests.conftest import DOMAIN, SECRET
 
 ALICE, ALICE_HOME, BOB = "alice@corp.example", "a.liddell@home.example", "bob@corp.example"
 NAME = "Alice Liddell"
+NOW = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)  # the fixed clock of every mail and row here
 TOKENISH = re.compile(r"[a-z2-7]{30,}")
 
 
@@ -233,9 +235,11 @@ def history(directory, gateway, session_factory, ingest_context):  # type: ignor
         d.add_address(s, "test", ALICE, ALICE_HOME)
     alice, bob = directory.person_id(ALICE), directory.person_id(BOB)
 
+    ctx = dataclasses.replace(ingest_context, now=lambda: NOW)
+
     def deliver(raw: bytes, rcpt: str, mail_from: str) -> int:
         raw_id = gateway.submit(raw, rcpt, mail_from)
-        run_ingest(session_factory, raw_id, ingest_context)
+        run_ingest(session_factory, raw_id, ctx)
         return raw_id
 
     eng = f"eng@{DOMAIN}"
@@ -284,7 +288,7 @@ def history(directory, gateway, session_factory, ingest_context):  # type: ignor
         s.execute(
             update(DeliveryRecord)
             .where(DeliveryRecord.person_id == alice, DeliveryRecord.post_id == posts[1].id)
-            .values(status=DeliveryStatus.SENT, sent_at=datetime.now(UTC), attempts=1)
+            .values(status=DeliveryStatus.SENT, sent_at=NOW, attempts=1)
         )
         s.add(Like(post_id=posts[1].id, person_id=alice))
         s.add(Mute(discussion_id=posts[3].discussion_id, person_id=alice))
@@ -295,7 +299,7 @@ def history(directory, gateway, session_factory, ingest_context):  # type: ignor
                 person_id=alice,
                 score=1.5,
                 bounces=1,
-                updated_at=datetime.now(UTC),
+                updated_at=NOW,
                 last_diagnostic=f"smtp; 452 4.2.2 <{ALICE}>: Mailbox full",
             )
         )
@@ -508,7 +512,7 @@ def test_erase_leaves_no_trace_but_a_hashed_audit_row(  # type: ignore[no-untype
         assert (source.author_name, source.author_address) == ("", "")
         from digests.gather import gather
 
-        now = datetime.now(UTC)
+        now = NOW + timedelta(minutes=30)
         gathered = gather(s, {history["bob"]: now - timedelta(hours=1)}, now)
         names = {p.post_id: p.author_name for d in gathered.discussions for p in d.posts}
         assert names[posts[0].id] == "a former member"

@@ -34,11 +34,14 @@ from mailgate.senders import (
 MAIL = Path(__file__).resolve().parents[1] / "fixtures" / "mail"
 CORP_MX = frozenset({"mx.corp.example"})
 
+# Our own trace field, as trace.received_field writes it: the relay at 10.20.0.25 handed
+# the message over.
 GATEWAY_RECEIVED = (
-    "Received: from mx.corp.example (mx.corp.example [10.20.0.25])\r\n"
+    "Received: from mx.corp.example ([10.20.0.25])\r\n"
     "\tby lists.corp.example (Mailgate) with ESMTPS id 7f3a9c\r\n"
-    "\tfor <all-staff@lists.corp.example>; Tue, 14 May 2024 09:12:04 +0000\r\n"
+    "\t(version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384); Tue, 14 May 2024 09:12:04 +0000\r\n"
 )
+RELAYS = ("10.20.0.0/24",)  # MAILGATE_AUTHRES_RELAYS: where A-R may come from
 RELAY_RECEIVED = (
     "Received: from mail-out.corp.example (mail-out.corp.example [192.0.2.10])\r\n"
     "\tby mx.corp.example (Postfix) with ESMTPS id 4VfG2k1XyZz9sTq\r\n"
@@ -806,9 +809,58 @@ def test_authenticate(
     raw = top.encode() + (signed(dkim_key, body) if sign else body)
     msg = parse_message(raw)
     got = authenticate(
-        msg, raw, parse_from(msg), authserv_ids=ids, dnsfunc=dns_for(dkim_key, "corp.example")
+        msg,
+        raw,
+        parse_from(msg),
+        authserv_ids=ids,
+        dnsfunc=dns_for(dkim_key, "corp.example"),
+        relays=RELAYS,
     )
     assert (got.verdict, got.method) == (AuthVerdict(verdict), method)
+
+
+# A local process (or anyone allowed to connect) writes the relay's A-R itself.
+LOCAL_TRACE = GATEWAY_RECEIVED.replace("[10.20.0.25]", "[127.0.0.1]")
+
+
+@pytest.mark.parametrize(
+    ("top", "relays", "sign", "verdict", "method", "why"),
+    [
+        # the relay's own A-R, from the relay: believed
+        (GATEWAY_RECEIVED + ar(DMARC_PASS), RELAYS, False, "pass", "trusted-ar-dmarc", ""),
+        # nothing configured (the default): no A-R counts, only DKIM
+        (GATEWAY_RECEIVED + ar(DMARC_PASS), (), False, "gray", "none", "no-authres-relay"),
+        (GATEWAY_RECEIVED + ar(DMARC_FAIL), (), True, "pass", "dkim", ""),
+        # the same A-R presented by another peer (a local process): not believed
+        (LOCAL_TRACE + ar(DMARC_PASS), RELAYS, False, "gray", "none", "peer-not-an-authres"),
+        (LOCAL_TRACE + ar(DMARC_PASS), ("10.20.0.25/32", "::1/128"), True, "pass", "dkim", ""),
+        # a message without our trace on top names no peer: not believed
+        (ar(DMARC_PASS), RELAYS, False, "gray", "none", "peer-not-an-authres"),
+        (ar(DMARC_PASS) + GATEWAY_RECEIVED, RELAYS, False, "gray", "none", "peer-not-an-authres"),
+    ],
+)
+def test_authentication_results_count_only_from_configured_relays(  # issue 12 item 14
+    dkim_key: tuple[bytes, bytes],
+    top: str,
+    relays: tuple[str, ...],
+    sign: bool,
+    verdict: str,
+    method: str,
+    why: str,
+) -> None:
+    body = mail(from_value="Dana Whitfield <dana.whitfield@corp.example>")
+    raw = top.encode() + (signed(dkim_key, body) if sign else body)
+    msg = parse_message(raw)
+    got = authenticate(
+        msg,
+        raw,
+        parse_from(msg),
+        authserv_ids=CORP_MX,
+        dnsfunc=dns_for(dkim_key, "corp.example"),
+        relays=relays,
+    )
+    assert (got.verdict, got.method) == (AuthVerdict(verdict), method)
+    assert why in got.detail
 
 
 def test_authenticate_tampered_signature_overrides_gray(dkim_key: tuple[bytes, bytes]) -> None:

@@ -57,3 +57,58 @@ def test_postgres_url_uses_psycopg3(tmp_path) -> None:  # type: ignore[no-untype
 def test_bad_values_name_the_variable(tmp_path, name, value, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SettingsError, match=message):
         load_settings({"MAILGATE_VAR_DIR": str(tmp_path), name: value})
+
+
+# ---------------------------------------------------------------- A-R trust (issue 12 item 14)
+
+
+def test_authentication_results_are_trusted_from_nobody_by_default(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = load_settings({"MAILGATE_VAR_DIR": str(tmp_path)})
+    assert s.authres_relays == () and s.authserv_ids == frozenset()
+    # Loopback may still connect (a local MTA in front); that is no reason to believe it.
+    assert "127.0.0.0/8" in s.trusted_peers
+    assert s.authres_trust() == (
+        "not trusted from any peer (set MAILGATE_AUTHRES_RELAYS and MAILGATE_AUTHSERV_IDS): "
+        "only a valid DKIM signature authenticates a post"
+    )
+
+
+@pytest.mark.parametrize(
+    ("relays", "ids", "sentence"),
+    [
+        (
+            "10.20.0.25/32",
+            "",
+            "not trusted: MAILGATE_AUTHSERV_IDS is unset, so only a valid DKIM signature "
+            "authenticates a post",
+        ),
+        (
+            "",
+            "mx.corp.example",
+            "not trusted: MAILGATE_AUTHRES_RELAYS is unset, so only a valid DKIM signature "
+            "authenticates a post",
+        ),
+        (
+            "10.20.0.25/32, 2001:db8::25",
+            "mx.corp.example,-",
+            "trusted only from 10.20.0.25/32, 2001:db8::25 with authserv-id -, mx.corp.example; "
+            "otherwise only a valid DKIM signature authenticates a post",
+        ),
+    ],
+)
+def test_authentication_results_trust_is_explicit(tmp_path, relays, ids, sentence) -> None:  # type: ignore[no-untyped-def]
+    s = load_settings(
+        {
+            "MAILGATE_VAR_DIR": str(tmp_path),
+            "MAILGATE_AUTHRES_RELAYS": relays,
+            "MAILGATE_AUTHSERV_IDS": ids,
+        }
+    )
+    assert s.authres_trust() == sentence
+
+
+def test_authres_relays_must_be_networks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SettingsError, match="MAILGATE_AUTHRES_RELAYS: 'mx.corp.example'"):
+        load_settings(
+            {"MAILGATE_VAR_DIR": str(tmp_path), "MAILGATE_AUTHRES_RELAYS": "mx.corp.example"}
+        )

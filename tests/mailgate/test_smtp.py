@@ -696,6 +696,22 @@ class GatedInbox(SqlInbox):
         return super().store_many(messages)
 
 
+def record_submits(gw: Any) -> list[Any]:
+    """The future of every message the gateway hands to its writer, in order (a spy on
+    the committer's ``submit``), so a test waits for "queued" or "cancelled" instead of
+    sleeping and hoping the gateway got there."""
+    futures: list[Any] = []
+    submit = gw.handler.committer.submit
+
+    def recording(message: Accepted) -> Any:
+        future = submit(message)
+        futures.append(future)
+        return future
+
+    gw.handler.committer.submit = recording
+    return futures
+
+
 def _start_data(gw: Any) -> RawClient:
     conn = RawClient(gw)
     conn.write(
@@ -737,11 +753,13 @@ def test_client_hanging_up_during_commit_does_not_stall_the_gateway(
     """Regression: a cancelled commit future used to kill the writer thread."""
     inbox = GatedInbox(session_factory)
     gw = gateway_factory(inbox=inbox)
+    submitted = record_submits(gw)
     conn = _start_data(gw)
     assert inbox.entered.wait(2)
     conn.sock.shutdown(socket.SHUT_RDWR)
     conn.close()
-    time.sleep(0.1)  # let the gateway see the hang-up and cancel the DATA handler
+    # The gateway saw the hang-up: the session's DATA handler was cancelled with it.
+    assert eventually(lambda: submitted[0].cancelled(), timeout=5)
     inbox.gate.set()
     assert_still_serving(gw)
     # The first message was already being committed: it is kept (at-least-once).
@@ -754,13 +772,14 @@ def test_message_of_a_client_gone_before_its_commit_is_not_stored(
     """Queued behind a slow commit, the sender hangs up: it never saw 250 and will retry."""
     inbox = GatedInbox(session_factory)
     gw = gateway_factory(inbox=inbox)
+    submitted = record_submits(gw)
     first = _start_data(gw)  # the writer is now busy committing this one
     assert inbox.entered.wait(2)
-    second = _start_data(gw)  # queued behind it
-    time.sleep(0.1)
+    second = _start_data(gw)
+    assert eventually(lambda: len(submitted) == 2, timeout=5)  # queued behind it
     second.sock.shutdown(socket.SHUT_RDWR)
     second.close()
-    time.sleep(0.1)  # let the gateway cancel the second DATA handler
+    assert eventually(lambda: submitted[1].cancelled(), timeout=5)  # its handler is gone
     inbox.gate.set()
     try:
         first.sock.settimeout(5)
@@ -811,7 +830,7 @@ def test_per_sender_rate_across_connections(gateway_factory: Any, lists: Any) ->
     with client(gw) as smtp:
         assert reply_text(smtp.mail(BOB)) == replies.RATE_LIMITED
         assert reply_text(smtp.mail(BOB.upper())) == replies.RATE_LIMITED  # case-folded
-    queued_id(send(gw, message(), sender="carol@corp.example"))
+    queued_id(send(gw, message(sender="Carol <carol@corp.example>"), sender="carol@corp.example"))
 
 
 def test_untrusted_peer_gets_554_greeting(gateway_factory: Any) -> None:
@@ -1062,6 +1081,8 @@ def _submit_staggered(open_sessions: int, gap: float, linger: float) -> tuple[li
         first.add_done_callback(lambda _: settled.append(time.monotonic() - begin))
         futures = [first]
         for n in (1, 2):
+            # Deliberate: the gap between arrivals is the input under test (how long the
+            # writer lingers for other sessions), not a wait for something to happen.
             await asyncio.sleep(gap)
             futures.append(committer.submit(_accepted(n)))
         assert sorted(await asyncio.gather(*futures)) == [1, 2, 3]

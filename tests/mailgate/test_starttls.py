@@ -200,6 +200,6 @@ def test_loopback_is_exempt_by_default(certificate, session_factory, directory) 
     ],
 )
 def test_which_peers_count_as_loopback(host: str, exempt: bool) -> None:
-    from mailgate.smtp import _is_loopback
+    from mailgate.peers import is_loopback
 
-    assert _is_loopback(host) is exempt
+    assert is_loopback(host) is exempt

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from mailgate.directory import get_list
+from mailgate.ingest import DigestStop
 from mailgate.models import AuditEntry, Delivery, Membership
 from mailgate.tokens import TokenKind, make_token
 from mailgate.unsubscribe_http import (
@@ -488,3 +489,77 @@ class FormReader(HTMLParser):
             self.action = values.get("action")
         elif tag == "input" and values.get("name"):
             self.fields[str(values["name"])] = values.get("value") or ""
+
+
+# ---------------------------------------------------------------- a digest's link (issue 12 item 8)
+
+DIGEST_TOKEN = make_token(SECRET, TokenKind.DIGEST_UNSUBSCRIBE, 7)
+
+
+@dataclass
+class FakeDigestPort:
+    plan: DigestStop | None = DigestStop(
+        stopped=("Engineering",), kept=("Everyone",), summary=False
+    )
+    calls: list[tuple[int, bool]] = field(default_factory=list)
+
+    def __call__(self, person_id: int, dry_run: bool) -> DigestStop | None:
+        self.calls.append((person_id, dry_run))
+        return self.plan
+
+
+def test_a_digest_link_only_asks_on_get_and_stops_on_post() -> None:
+    digest, lists = FakeDigestPort(), FakePort()
+    app = make_app(secrets=(SECRET,), unsubscribe=lists, stop_digest=digest)
+    for method in ("GET", "HEAD"):
+        assert call(app, method, f"/u/{DIGEST_TOKEN}").status == 200
+    shown = call(app, "GET", f"/u/{DIGEST_TOKEN}")
+    assert "Stop your daily digest?" in shown.body and 'method="post"' in shown.body
+    assert "It stops the digest of: Engineering." in shown.body
+    assert "stay in it: Everyone." in shown.body
+    assert digest.calls == [(7, True)] * 3  # a link scanner only ever asked
+
+    assert call(app, "POST", f"/u/{DIGEST_TOKEN}", b"").status == 400  # no one-click field
+    done = call(app, "POST", f"/u/{DIGEST_TOKEN}", ONE_CLICK)
+    assert done.status == 200 and "Your daily digest is stopped" in done.body
+    assert digest.calls[-1] == (7, False) and lists.calls == []
+
+
+@pytest.mark.parametrize(
+    ("plan", "words"),
+    [
+        (DigestStop((), (), False), "You will get no more daily digests."),
+        (
+            DigestStop((), ("Everyone",), False),
+            "Only lists everyone must be on stay in it: Everyone.",
+        ),
+        (None, "You will get no more daily digests."),  # an erased person: nothing to do
+    ],
+)
+def test_a_digest_with_nothing_left_to_stop_offers_no_button(
+    plan: DigestStop | None, words: str
+) -> None:
+    app = make_app(secrets=(SECRET,), unsubscribe=FakePort(), stop_digest=FakeDigestPort(plan))
+    shown = call(app, "GET", f"/u/{DIGEST_TOKEN}")
+    assert shown.status == 200 and 'method="post"' not in shown.body and words in shown.body
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        make_token(SECRET, TokenKind.DIGEST_UNSUBSCRIBE, 7, 3),  # wrong arity
+        make_token("another-key", TokenKind.DIGEST_UNSUBSCRIBE, 7),
+        make_token(SECRET, TokenKind.DIGEST, 7, 3),  # the digest's reply token is not a link
+    ],
+)
+def test_digest_tokens_of_another_key_or_shape_are_refused(token: str) -> None:
+    digest = FakeDigestPort()
+    app = make_app(secrets=(SECRET,), unsubscribe=FakePort(), stop_digest=digest)
+    assert call(app, "POST", f"/u/{token}", ONE_CLICK).status == 400 and digest.calls == []
+
+
+def test_a_list_link_never_stops_a_digest() -> None:
+    digest, lists = FakeDigestPort(), FakePort()
+    app = make_app(secrets=(SECRET,), unsubscribe=lists, stop_digest=digest)
+    assert call(app, "POST", f"/u/{TOKEN}", ONE_CLICK).status == 200
+    assert lists.calls == [(7, 3)] and digest.calls == []

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from mailgate import directory as d
 from mailgate.db import unit_of_work
 from mailgate.delivery import BATCH_SIZE
-from mailgate.models import DeliveryRecord
+from mailgate.models import DeliveryRecord, DeliveryStatus, utcnow
 from tests.conftest import DOMAIN, free_port
 from tests.worker.conftest import port_open, wait_for
 
@@ -146,13 +146,20 @@ def test_redis_killed_mid_fan_out_every_member_gets_the_post(
     private_redis.kill()
     at_kill = len(relay_sink.messages)
     assert at_kill < MEMBERS, "the fan-out finished before the kill: nothing was tested"
-    time.sleep(1.0)
+    time.sleep(1.0)  # deliberate: the outage itself (Redis stays down for a second)
     private_redis.start()
     restarted = time.monotonic()
     states_at_restart = statuses(session_factory)
 
     # The sweeper, as beat would run it, until the database says everything went out.
-    time.sleep(3.5)  # batches claimed before the kill: their 3 s lease runs out
+    # Batches claimed before the kill wait for their lease (MAILGATE_SEND_LEASE=3).
+    with session_factory() as s:
+        lease = s.scalar(
+            select(func.max(DeliveryRecord.lease_until)).where(
+                DeliveryRecord.status == DeliveryStatus.SENDING
+            )
+        )
+    wait_for(lambda: lease is None or utcnow() > lease, timeout=10, what="the lease to run out")
     sweeps: list[dict[str, int]] = []
     worker_restarts = 0
     deadline = restarted + SETTLE_BUDGET
@@ -169,7 +176,7 @@ def test_redis_killed_mid_fan_out_every_member_gets_the_post(
         assert sweeper.wait(timeout=30) == 0, log.read_text()
         output = log.read_text()  # the JSON counts, possibly after log lines
         sweeps.append(json.loads(output[output.rindex("{") :]))
-        time.sleep(5.0)
+        time.sleep(5.0)  # deliberate: the sweep cadence (beat's), not a wait for a condition
     settled_after = time.monotonic() - restarted
 
     received = Counter(m.rcpt_to[0] for m in relay_sink.messages)

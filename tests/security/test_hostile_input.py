@@ -7,26 +7,32 @@ gateway, runs the ingest service on what was stored. After each refusal a normal
 must still get 250. ``tests/fixtures/crashers/`` holds every input that once crashed a
 stage (most found by ``tests/security/fuzz_inspect.py``); each is replayed here through
 ``mailgate inspect`` and through the gateway and ingest.
+
+No wall clock here: work on pathological input is bounded by memory (tracemalloc), by
+the number of SQL statements an ingest runs, and by a generous ``pytest.mark.timeout``
+(HANG, seconds) that only catches a hang; the cost of each stage on these inputs is
+measured in bench/stages.py against a same-run baseline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import email.utils
 import importlib.metadata
 import smtplib
 import socket
-import time
 import tracemalloc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from mailgate import replies
 from mailgate.inbox import SqlInbox
@@ -46,6 +52,7 @@ ENG = f"eng@{DOMAIN}"
 ALL = f"all-staff@{DOMAIN}"
 CRASHERS = FIXTURES / "crashers"
 RELAY_ID = "mx.corp.example"  # the authserv-id ingest_context trusts
+HANG = 30  # seconds: far above any honest run of one test here; only a hang gets there
 
 
 # ---------------------------------------------------------------- helpers
@@ -126,6 +133,23 @@ def posts(session_factory: Any) -> list[Post]:
 def notices(session_factory: Any) -> list[Notice]:
     with session_factory() as s:
         return list(s.scalars(select(Notice).order_by(Notice.id)))
+
+
+@contextmanager
+def sql_statements(session_factory: Any) -> Iterator[list[tuple[str, int]]]:
+    """(statement, number of parameters) of everything run on the database meanwhile."""
+    with session_factory() as s:
+        engine = s.get_bind()
+    seen: list[tuple[str, int]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        seen.append((statement, len(parameters or ())))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 class RawClient:
@@ -237,20 +261,19 @@ def test_mime_bomb_is_refused_at_data(
     assert_still_serving(gateway)
 
 
+@pytest.mark.timeout(HANG)
 @pytest.mark.parametrize(("raw", "detail"), BOMBS)
-def test_mime_bomb_shape_check_is_fast_and_small(raw: bytes, detail: str) -> None:
-    """LIM-04: decided within 1 s using far less than 100 MB, before any parser runs."""
+def test_mime_bomb_shape_check_is_small(raw: bytes, detail: str) -> None:
+    """LIM-04: decided using far less than 100 MB, before any parser runs (its time:
+    bench/stages.py, against one scan of the same bytes)."""
     assert len(raw) >= 50_000
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         refusal = check_shape(raw, Limits())
-        elapsed = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert refusal == replies.MIME_TOO_COMPLEX.format(detail=detail)
-    assert elapsed < 2.0  # a bound against pathological time, not a benchmark
     assert peak < 100 * 1024 * 1024
 
 
@@ -381,24 +404,34 @@ def test_subject_with_encoded_crlf_adds_no_header_to_the_notice(
 
 
 @pytest.mark.parametrize(
-    ("subject", "message_id"),
+    ("subject", "message_id", "thread"),
     [
-        pytest.param("hi\r\nBcc: x@evil.example", "ok@corp.example", id="subject-crlf"),
-        pytest.param("hi\nBcc: x@evil.example", "ok@corp.example", id="subject-lf"),
-        pytest.param("hi\rBcc: x@evil.example", "ok@corp.example", id="subject-cr"),
-        pytest.param("fine", "ok@corp.example>\r\nBcc: x@evil.example", id="message-id-crlf"),
+        pytest.param(
+            "hi\r\nBcc: x@evil.example", "ok@corp.example", "<ok@corp.example>", id="subject-crlf"
+        ),
+        pytest.param(
+            "hi\nBcc: x@evil.example", "ok@corp.example", "<ok@corp.example>", id="subject-lf"
+        ),
+        pytest.param(
+            "hi\rBcc: x@evil.example", "ok@corp.example", "<ok@corp.example>", id="subject-cr"
+        ),
+        # An id with a line break in it is no id: the notice is simply not threaded.
+        pytest.param("fine", "ok@corp.example>\r\nBcc: x@evil.example", None, id="message-id-crlf"),
     ],
 )
-def test_compose_notice_never_emits_an_injected_field(subject: str, message_id: str) -> None:
+def test_compose_notice_never_emits_an_injected_field(
+    subject: str, message_id: str, thread: str | None
+) -> None:
+    """FMT-09: the notice is built — a hostile subject must not make the sender's
+    explanation unsendable (a ValueError here fails the task on every retry) — and no
+    field is injected into it."""
     stored = {"subject": subject, "message_id": message_id, "list_slug": "eng"}
-    try:
-        msg = compose_notice(
-            notice_id=7, reason="not-a-member", address=EVE, stored=stored, domain=DOMAIN
-        )
-        data = msg.as_bytes()
-    except ValueError:
-        return  # refusing to build the header is safe too: nothing is sent (FMT-09)
-    assert_clean_notice(data, EVE)
+    msg = compose_notice(
+        notice_id=7, reason="not-a-member", address=EVE, stored=stored, domain=DOMAIN
+    )
+    sent = assert_clean_notice(msg.as_bytes(), EVE)
+    assert sent["Subject"] == "Your message was not posted: you are not a member of eng"
+    assert (sent["In-Reply-To"], sent["References"]) == (thread, thread)
 
 
 def test_folded_bare_message_id_does_not_break_the_notice(
@@ -552,20 +585,53 @@ def test_broken_message_id_is_stored_and_processed(
     assert post.message_id == "[b3-JF=@example.com]"
 
 
+TEXT = "The numbers are in the shared folder."
+SUBJECT = "Quarterly numbers"
+
+
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "text", "subject", "message_id"),
     [
+        # NUL is stored as U+FFFD (PostgreSQL refuses NUL in text); a bare CR is a line end.
         pytest.param(
-            mail(body="before\x00after\rbare CR\rline two\r\nend"),
+            mail(body="before\x00after\rbare CR\rline two\nend"),
+            "before\ufffdafter\nbare CR\nline two\nend",
+            SUBJECT,
+            None,
             id="nul-and-bare-cr-in-body",
         ),
-        pytest.param(mail(body="bare CR\rline two\r\nend"), id="bare-cr-in-body"),
-        pytest.param(mail(subject="Quarterly\x00numbers"), id="nul-in-subject"),
-        pytest.param(mail(message_id="nul\x00id@corp.example"), id="nul-in-message-id"),
+        pytest.param(
+            mail(body="bare CR\rline two\nend"),
+            "bare CR\nline two\nend",
+            SUBJECT,
+            None,
+            id="bare-cr-in-body",
+        ),
+        pytest.param(
+            mail(subject="Quarterly\x00numbers"),
+            TEXT,
+            "Quarterly\ufffdnumbers",
+            None,
+            id="nul-in-subject",
+        ),
+        pytest.param(
+            mail(message_id="nul\x00id@corp.example"),
+            TEXT,
+            SUBJECT,
+            "nul\ufffdid@corp.example",
+            id="nul-in-message-id",
+        ),
     ],
 )
 def test_nul_bytes_and_bare_carriage_returns_are_stored_and_processed(
-    lists: Any, gateway: Any, session_factory: Any, ingest_context: Any, raw: bytes
+    lists: Any,
+    gateway: Any,
+    session_factory: Any,
+    ingest_context: Any,
+    raw: bytes,
+    text: str,
+    subject: str,
+    message_id: str | None,
 ) -> None:
     conn = RawClient(gateway)  # smtplib would rewrite the bare CRs
     try:
@@ -582,7 +648,9 @@ def test_nul_bytes_and_bare_carriage_returns_are_stored_and_processed(
     assert without_own_trace(raw_row(session_factory, raw_id).raw) == raw  # FMT-01: the exact bytes
     assert run_ingest(session_factory, raw_id, ingest_context) is RawStatus.PROCESSED
     (post,) = posts(session_factory)
-    assert "line two" in post.text or "Quarterly" in post.subject
+    assert (post.text, post.subject) == (text, subject)
+    if message_id is not None:
+        assert post.message_id == message_id
     assert_still_serving(gateway)
 
 
@@ -596,13 +664,20 @@ def store(session_factory: Any, raws: Sequence[bytes], rcpt: str = ENG) -> list[
     return inbox.store_many(accepted)
 
 
+@pytest.mark.timeout(HANG)
 def test_hundred_level_reply_chain_stays_one_discussion(
     lists: Any, session_factory: Any, ingest_context: Any
 ) -> None:
-    """Each reply carries the whole ancestry in References, as mail clients write it."""
+    """Each reply carries the whole ancestry in References, as mail clients write it;
+    the work per reply does not grow with the depth (the same SQL statements at every
+    level: the cited posts are one bounded lookup)."""
     ids: list[str] = []
-    slowest = 0.0
+    statements: list[int] = []
+    start = datetime(2024, 5, 14, 9, 0, tzinfo=UTC)
     for depth in range(100):
+        # A reply every ten minutes: a lively thread, below the loop guard's post rate.
+        at = start + depth * timedelta(minutes=10)
+        ctx = dataclasses.replace(ingest_context, now=lambda at=at: at)
         mid = f"chain-{depth:03d}@corp.example"
         headers = []
         if ids:
@@ -610,17 +685,18 @@ def test_hundred_level_reply_chain_stays_one_discussion(
             headers = [f"In-Reply-To: <{ids[-1]}>", f"References: {refs}"]
         subject = "Re: " * min(depth, 1) + "Deep thread"
         (raw_id,) = store(session_factory, [mail(subject=subject, message_id=mid, headers=headers)])
-        started = time.perf_counter()
-        assert run_ingest(session_factory, raw_id, ingest_context) is RawStatus.PROCESSED
-        slowest = max(slowest, time.perf_counter() - started)
+        with sql_statements(session_factory) as seen:
+            assert run_ingest(session_factory, raw_id, ctx) is RawStatus.PROCESSED
+        statements.append(len(seen))
         ids.append(mid)
     chain = posts(session_factory)
     assert len(chain) == 100
     assert {p.discussion_id for p in chain} == {chain[0].discussion_id}
     assert all(child.parent_id == parent.id for parent, child in pairwise(chain))
-    assert slowest < 1.0
+    assert len(set(statements[1:])) == 1, statements  # every reply: the same statements
 
 
+@pytest.mark.timeout(HANG)
 def test_five_thousand_references_are_refused_and_hundreds_are_bounded(
     lists: Any, session_factory: Any, ingest_context: Any
 ) -> None:
@@ -642,28 +718,33 @@ def test_five_thousand_references_are_refused_and_hundreds_are_bounded(
     assert refusal is not None and refusal.startswith("552 5.3.4")
     raw = reply_with(300)  # ~12 KB: within the cap
     assert check_shape(raw, Limits()) is None
-    started = time.perf_counter()
     inspected = inspect_message(raw, domain=DOMAIN, mail_from=ALICE)
-    assert time.perf_counter() - started < 1.0
     assert len(inspected["references"]) == 301
-    (raw_id,) = store(session_factory, [raw])
-    started = time.perf_counter()
-    assert run_ingest(session_factory, raw_id, ingest_context) is RawStatus.PROCESSED
-    assert time.perf_counter() - started < 2.0
-    root, reply = posts(session_factory)
-    assert reply.discussion_id == root.discussion_id and reply.parent_id == root.id
+    # Bounded work: the same statements as a reply citing one post, and no statement
+    # carries more than the 50 ids ingest looks up (plus its own few parameters).
+    (plain_id, raw_id) = store(session_factory, [reply_with(0), raw])
+    with sql_statements(session_factory) as plain:
+        assert run_ingest(session_factory, plain_id, ingest_context) is RawStatus.PROCESSED
+    with sql_statements(session_factory) as hostile:
+        assert run_ingest(session_factory, raw_id, ingest_context) is RawStatus.PROCESSED
+    assert len(hostile) == len(plain), ([sql for sql, _ in plain], [sql for sql, _ in hostile])
+    assert max(n for _, n in hostile) <= 50 + 16
+    root, first, reply = posts(session_factory)
+    assert {first.parent_id, reply.parent_id} == {root.id}
+    assert {first.discussion_id, reply.discussion_id} == {root.discussion_id}
 
 
-def test_one_huge_encoded_header_is_refused_and_the_largest_allowed_is_quick() -> None:
-    """LIM-04: email.header.decode_header is quadratic, so one field is capped."""
+@pytest.mark.timeout(HANG)
+def test_one_huge_encoded_header_is_refused_and_the_largest_allowed_is_read() -> None:
+    """LIM-04: email.header.decode_header is quadratic, so one field is capped (what
+    the largest allowed field costs: bench/stages.py)."""
     huge = mail(subject=" ".join(["=?utf-8?q?a?="] * 15_000))  # 210 KB in one field
     refusal = check_shape(huge, Limits())
     assert refusal is not None and refusal.startswith("552 5.3.4")
     allowed = mail(subject=" ".join(["=?utf-8?q?a?="] * 1_100))  # ~15 KB: within the cap
     assert check_shape(allowed, Limits()) is None
-    started = time.perf_counter()
-    inspect_message(allowed, domain=DOMAIN, mail_from=ALICE)
-    assert time.perf_counter() - started < 1.0
+    inspected = inspect_message(allowed, domain=DOMAIN, mail_from=ALICE)
+    assert inspected["subject"] == "a" * 1_100  # adjacent encoded words join (RFC 2047)
 
 
 # ---------------------------------------------------------------- crashers (TEST-08)
@@ -690,14 +771,13 @@ def test_crashers_folder_is_not_empty() -> None:
     assert crasher_params(), "tests/fixtures/crashers/ lost its fixtures"
 
 
+@pytest.mark.timeout(HANG)
 @pytest.mark.parametrize("path", crasher_params())
 def test_crasher_is_read_without_error(path: Path) -> None:
     raw = path.read_bytes()
-    started = time.perf_counter()
     check_shape(raw, Limits())
     # Without an envelope sender inspect reads From too (envelope_sender_of): both paths.
-    inspect_message(raw, domain=DOMAIN)
-    assert time.perf_counter() - started < 10.0
+    assert isinstance(inspect_message(raw, domain=DOMAIN)["class"], str)
 
 
 @pytest.mark.parametrize("path", crasher_params())

@@ -322,3 +322,13 @@ def test_generated_addresses_parse_or_are_refused_by_name(text: str) -> None:
         return
     local, _, domain = address.rpartition("@")
     assert local and domain and len(address.encode()) <= 254
+
+
+def test_every_property_in_the_suite_is_reproducible() -> None:
+    """tests/conftest.py loads the "ci" Hypothesis profile before any test module, so a
+    property with its own @settings (example budget, health checks) still runs
+    derandomized, with no example database and no wall-clock deadline."""
+    if settings.get_current_profile_name() != "ci":
+        pytest.skip("HYPOTHESIS_PROFILE chose another profile for this run")
+    own = settings(max_examples=7)  # what a test module's decorator builds
+    assert (own.derandomize, own.database, own.deadline) == (True, None, None)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-REDIS_URL = "redis://127.0.0.1:6379/13"  # a database index the suite owns and flushes
+# A database index the suite owns and flushes; parallel runs pick another one.
+REDIS_URL = os.environ.get("MAILGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:

@@ -5,13 +5,12 @@
 from __future__ import annotations
 
 import smtplib
-import time
 
 import pytest
 from sqlalchemy import select
 
 from mailgate.ingest import IngestContext, run_ingest
-from mailgate.models import Post, RawMessage, RawStatus
+from mailgate.models import Post, RawMessage, RawStatus, utcnow
 from mailgate.outbox import requeue_stale_inbound
 from mailgate.trace import without_own_trace
 from tests.conftest import DOMAIN, SECRET, free_port
@@ -56,9 +55,11 @@ def test_gateway_killed_after_commit_loses_nothing_and_retry_adds_nothing(  # ty
 
     # The first copy's task never reached a broker: the sweeper finds it.
     published: list[list[int]] = []
-    time.sleep(0.05)
-    requeue_stale_inbound(
-        session_factory, lambda task, args: published.append(args[0]), older_than=timedelta(0)
+    requeue_stale_inbound(  # a sweep a minute later: both rows are stale by then
+        session_factory,
+        lambda task, args: published.append(args[0]),
+        older_than=timedelta(seconds=30),
+        now=utcnow() + timedelta(minutes=1),
     )
     ctx = IngestContext(domain=DOMAIN, secrets=(SECRET,))
     with session_factory() as s:

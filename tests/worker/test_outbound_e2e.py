@@ -15,11 +15,11 @@ import smtplib
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mailgate import directory as d
 from mailgate.db import unit_of_work
-from mailgate.models import DeliveryRecord, DeliveryStatus, Post
+from mailgate.models import DeliveryRecord, DeliveryStatus, Post, utcnow
 from tests.conftest import DOMAIN, free_port
 from tests.worker.conftest import (
     REDIS_URL,
@@ -51,6 +51,12 @@ def post(port: int, sender: str, rcpt: str, body: str, **headers: str) -> None:
         client.sendmail(sender, [rcpt], raw)
 
 
+def all_sent(session_factory, count: int) -> bool:  # type: ignore[no-untyped-def]
+    with session_factory() as s:
+        statuses = s.scalars(select(DeliveryRecord.status)).all()
+    return len(statuses) == count and set(statuses) == {DeliveryStatus.SENT}
+
+
 def start_system(processes, mailgate_env, relay_sink, tmp_path, broker: str):  # type: ignore[no-untyped-def]
     if broker == "redis":
         require_fresh_redis()
@@ -79,7 +85,8 @@ def test_post_reaches_every_member_with_list_headers_and_replies_thread(  # type
     port, _, _ = start_system(processes, mailgate_env, relay_sink, tmp_path, broker)
     post(port, AUTHOR, f"eng@{DOMAIN}", "The train leaves at 10:00.")
     wait_for(lambda: len(relay_sink.messages) >= len(members), timeout=90, what="all copies")
-    time.sleep(0.3)
+    # Every row marked sent means no copy is still in flight: a duplicate would be here.
+    wait_for(lambda: all_sent(session_factory, len(members)), what="every copy marked sent")
     assert sorted(m.rcpt_to[0] for m in relay_sink.messages) == members  # one copy each
     message_ids, senders = set(), set()
     for message in relay_sink.messages:
@@ -154,17 +161,18 @@ def test_worker_killed_mid_fan_out_loses_nothing(  # type: ignore[no-untyped-def
     worker.wait(timeout=10)
     delivered_before = len(relay_sink.messages)
     assert delivered_before < len(members), "the kill came too late to test anything"
+    with session_factory() as s:  # the batches the dead worker had claimed
+        lease = s.scalar(
+            select(func.max(DeliveryRecord.lease_until)).where(
+                DeliveryRecord.status == DeliveryStatus.SENDING
+            )
+        )
     processes(["worker", "--concurrency", "1"], env, tmp_path / "worker2.log")
-    time.sleep(3.5)  # the dead worker's lease (MAILGATE_SEND_LEASE=3) runs out
+    # Until their lease (MAILGATE_SEND_LEASE=3) runs out nobody may send them again.
+    wait_for(lambda: lease is None or utcnow() > lease, timeout=10, what="the lease to run out")
     sweeper = processes(["sweep"], env, tmp_path / "sweep.log")  # what beat runs every 15 s
     assert sweeper.wait(timeout=30) == 0
-
-    def all_sent() -> bool:
-        with session_factory() as s:
-            statuses = s.scalars(select(DeliveryRecord.status)).all()
-        return len(statuses) == len(members) and set(statuses) == {DeliveryStatus.SENT}
-
-    wait_for(all_sent, timeout=90, what="every delivery row sent")
+    wait_for(lambda: all_sent(session_factory, len(members)), timeout=90, what="every row sent")
     received = [m.rcpt_to[0] for m in relay_sink.messages]
     assert set(received) == set(members)  # every member got the post
     duplicates = len(received) - len(set(received))

@@ -24,6 +24,10 @@ pytestmark = pytest.mark.one_engine  # a week of scheduling, not an engine test:
 BERLIN = [f"b{i}@corp.example" for i in range(6)]
 TOKYO = [f"t{i}@corp.example" for i in range(2)]
 ON_LEAVE = BERLIN[5]
+BANK = [
+    "What is the one thing you most want to finish by Friday?",
+    "Which tool or habit saved you the most time this month, and how did you find it?",
+]
 
 
 def next_monday(now: datetime) -> datetime:
@@ -46,7 +50,22 @@ def test_weekly_prompt_rotates_and_rounds_up(  # type: ignore[no-untyped-def]
     monday = next_monday(datetime.now(UTC))
     back = (monday + timedelta(days=3)).date()
     assert run_cli("people", "away", ON_LEAVE, "--until", back.isoformat()).exit_code == 0
-    created = run_cli("prompts", "create", "weekly", "--to", "team", "--schedule", "monday 09:30")
+    # A bank of our own, so the test does not depend on which starter question rotation
+    # picks. The first one is the subject the 3.11 folder broke straight after
+    # "Subject:" (issue 12, item 1): it fits on a continuation line but not the first.
+    bank = tmp_path / "bank.txt"
+    bank.write_text("\n".join(BANK) + "\n")
+    created = run_cli(
+        "prompts",
+        "create",
+        "weekly",
+        "--to",
+        "team",
+        "--schedule",
+        "monday 09:30",
+        "--bank-file",
+        str(bank),
+    )
     assert created.exit_code == 0, created.stderr
     assert "Mondays 09:30 local time" in created.stdout
     port, env = start(processes, mailgate_env, relay_sink, tmp_path)
@@ -62,7 +81,7 @@ def test_weekly_prompt_rotates_and_rounds_up(  # type: ignore[no-untyped-def]
     subjects = {m["Subject"] for m in first.values()}
     assert len(subjects) == 1
     (subject_one,) = subjects
-    assert subject_one.startswith("This week's question: ")
+    assert subject_one == f"This week's question: {BANK[0]}"
 
     # Three answer by reply.
     for address in BERLIN[:2] + TOKYO[:1]:
@@ -86,7 +105,8 @@ def test_weekly_prompt_rotates_and_rounds_up(  # type: ignore[no-untyped-def]
     tick(processes, env, tmp_path, monday + timedelta(days=5, hours=20))
     wait_for(lambda: set(mails(relay_sink, "summary")) == week_one, timeout=60, what="roundup")
     roundup = text_of(mails(relay_sink, "summary")[BERLIN[3]])
-    assert mails(relay_sink, "summary")[BERLIN[3]]["Subject"].startswith("Weekly roundup: ")
+    roundup_subjects = {m["Subject"] for m in mails(relay_sink, "summary").values()}
+    assert roundup_subjects == {f"Weekly roundup: {BANK[0]}"}
     assert "3 of 7 people answered." in roundup
     assert "My answer, from b0@corp.example." in roundup and "B0:" in roundup
     assert "quoted question" not in roundup
@@ -97,7 +117,7 @@ def test_weekly_prompt_rotates_and_rounds_up(  # type: ignore[no-untyped-def]
     everyone = set(TOKYO) | set(BERLIN)
     wait_for(lambda: set(mails(relay_sink, "ask")) == everyone, timeout=60, what="week two")
     subjects_two = {m["Subject"] for m in mails(relay_sink, "ask").values()}
-    assert len(subjects_two) == 1 and subjects_two != {subject_one}
+    assert subjects_two == {f"This week's question: {BANK[1]}"}
 
     with session_factory() as s:
         runs = s.scalars(select(PromptRun).order_by(PromptRun.week)).all()

@@ -75,6 +75,7 @@ def start(processes, mailgate_env, relay_sink, tmp_path, extra=None):  # type: i
         "MAILGATE_RELAY_URL": relay_sink.url,
         "MAILGATE_BROKER_URL": REDIS_URL,
         "MAILGATE_AUTHSERV_IDS": "mx.corp.example",
+        "MAILGATE_AUTHRES_RELAYS": "127.0.0.1/32",  # the test's relay: explicitly trusted
         "MAILGATE_HTTP_PORT": str(free_port()),
         **(extra or {}),
     }
