@@ -26,6 +26,7 @@ import errno
 import math
 import os
 import select
+import threading
 import uuid
 from pathlib import Path
 
@@ -40,23 +41,29 @@ def ring_all(folder: Path) -> int:
         return 0
     rung = 0
     for name in names:
-        if name.endswith(SUFFIX) and _ring(folder / name):
+        if _is_bell(name) and _ring(folder / name):
             rung += 1
     return rung
 
 
+def _is_bell(name: str) -> bool:
+    return name.endswith(SUFFIX) and not name.startswith(".")
+
+
 def _ring(path: Path) -> bool:
+    # Best effort: the message is in place before the ring, so a failed ring (ENXIO:
+    # nobody reads that pipe, a stopped consumer's; ENOENT: just removed; anything
+    # else) costs that consumer at most its fallback poll, and must not fail a publish.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        # ENXIO: nobody reads it (a stopped consumer's pipe); ENOENT: just removed.
-        if exc.errno in (errno.ENXIO, errno.ENOENT):
-            return False
-        raise
+    except OSError:
+        return False
     try:
         os.write(fd, b"\0")
     except BlockingIOError:
         pass  # the pipe is full of rings already: the consumer will wake anyway
+    except OSError:
+        return False
     finally:
         os.close(fd)
     return True
@@ -78,7 +85,8 @@ class Doorbell:
         folder.mkdir(parents=True, exist_ok=True)
         for name in os.listdir(folder):
             stale = folder / name
-            if name.endswith(SUFFIX) and not _has_reader(stale):
+            # Dot names are pipes another consumer is still opening: never stale.
+            if _is_bell(name) and not _has_reader(stale):
                 stale.unlink(missing_ok=True)
         name = f"{os.getpid()}-{uuid.uuid4().hex}{SUFFIX}"
         temp = folder / f".{name}"
@@ -87,15 +95,21 @@ class Doorbell:
         self.fd = os.open(temp, os.O_RDWR | os.O_NONBLOCK)
         self.path = folder / name
         self.owner = os.getpid()
+        self._lock = threading.Lock()
         os.rename(temp, self.path)  # visible only now that it has a reader
         self._poll = select.poll()  # not select(): no FD_SETSIZE ceiling
         self._poll.register(self.fd, select.POLLIN)
 
     def ring(self) -> None:
-        try:
-            os.write(self.fd, b"\0")
-        except BlockingIOError:
-            pass
+        # Rings come from the pool's result thread; the lock keeps one from landing on a
+        # descriptor number that ``close`` just gave back (and the OS gave to a file).
+        with self._lock:
+            if self.fd < 0:
+                return
+            try:
+                os.write(self.fd, b"\0")
+            except BlockingIOError:
+                pass  # the pipe is full of rings already
 
     def wait(self, timeout: float) -> bool:
         """Block until rung or ``timeout`` seconds passed; True when rung. Every ring
@@ -112,6 +126,10 @@ class Doorbell:
     def close(self) -> None:
         # A forked pool process holds a copy of this object: only its maker removes the
         # pipe, or a child's exit would leave the consumer deaf until the fallback poll.
-        if os.getpid() == self.owner:
-            self.path.unlink(missing_ok=True)
-        os.close(self.fd)
+        with self._lock:
+            if self.fd < 0:
+                return
+            if os.getpid() == self.owner:
+                self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = -1

@@ -91,11 +91,19 @@ def pending(folder: Path, queue: str) -> list[str]:
 
 def claim(folder: Path, claim_folder: Path, name: str) -> Path | None:
     """Take message ``name`` for this consumer; None when another one took it first."""
-    target = claim_folder / name
+    source, target = folder / name, claim_folder / name
     try:
-        os.rename(folder / name, target)
+        os.rename(source, target)
     except FileNotFoundError:
-        return None
+        if not source.exists():
+            return None
+        # The claim folder itself went missing (a tidy-up under var/): without it every
+        # claim would fail and every message would wait for ever.
+        claim_folder.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(source, target)
+        except FileNotFoundError:
+            return None
     return target
 
 

@@ -85,7 +85,10 @@ def copy_builder() -> TokenCopyBuilder:
 @lru_cache(maxsize=1)
 def digest_mail() -> DigestMail:
     return DigestMail(
-        domain=settings.domain, secret=settings.secret_key, base_url=settings.base_url
+        domain=settings.domain,
+        secret=settings.secret_key,
+        base_url=settings.base_url,
+        company_name=settings.company_name,
     )
 
 

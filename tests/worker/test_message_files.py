@@ -80,3 +80,11 @@ def test_an_unreadable_claim_stays_until_set_aside(tmp_path: Path) -> None:
     moved = message_files.set_aside(path, tmp_path / "bad", "not-json")
     assert (moved.name, moved.reason, moved.size) == ("5_x.ingest.msg", "not-json", 9)
     assert moved.path.read_bytes() == b'{"half": ' and not path.exists()
+
+
+def test_a_claim_folder_removed_under_a_running_worker_comes_back(tmp_path: Path) -> None:
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    path = message_files.publish(queue, "ingest", b"{}")
+    taken = message_files.claim(queue, tmp_path / "claimed", path.name)
+    assert taken is not None and taken.exists() and not path.exists()
