@@ -69,6 +69,7 @@ MAX_EXCERPT = 400  # characters of excerpt per item before any trimming
 MIN_EXCERPT = 40  # below this, drop items instead of shortening excerpts further
 MAX_SUBJECT = 200  # characters of an item's subject
 MAX_NAME = 64  # characters of one person's or list's name
+HTML_EXCERPT = 150  # characters of excerpt in the HTML part: about two lines on a phone
 SHOWN_AUTHORS = 2  # "Ana, Bo and 3 others"
 TEXT_WIDTH = 72
 
@@ -81,8 +82,21 @@ HEADINGS = {
 }
 OTHER_HEADING = "More conversations"
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _ADDR_RE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9' -]{0,60}")  # no quoting or encoding needed
@@ -103,7 +117,10 @@ class DigestContext:
     digest_reply_address: str  # digest+TOKEN@domain: replies to the digest carry commands
     item_reply_addresses: tuple[str, ...]  # reply+TOKEN@domain per item, as plan.items
     unsubscribe_url: str | None  # https one-click URL, or None
-    settings_address: str  # where delivery changes are mailed, e.g. eng-request@domain
+    # eng-request@domain of a list they take by digest, where "nomail" stops it; None when
+    # they have none (a daily summary): every other change is a reply to the digest.
+    settings_address: str | None
+    company_name: str = "Mailgate"  # the heading: "Acme digest · Tuesday 3 March 2026"
 
 
 class _Templates(NamedTuple):
@@ -303,13 +320,18 @@ def _who(authors: Sequence[str]) -> str:
     return ", ".join(names[:SHOWN_AUTHORS]) + f" and {_plural(others, 'other', 'others')}"
 
 
-def _replies_label(replies: int) -> str:
-    return "no replies yet" if replies <= 0 else _plural(replies, "reply", "replies")
+def _counts_label(replies: int, likes: int) -> str:
+    label = "no replies yet" if replies <= 0 else _plural(replies, "reply", "replies")
+    return label + (f" · {_plural(likes, '+1', '+1s')}" if likes > 0 else "")
 
 
 def _date_label(day: date) -> str:
     # Fixed English names: strftime would follow the process locale.
-    return f"{_DAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]}"
+    return f"{_DAYS[day.weekday()][:3]} {day.day} {_MONTHS[day.month - 1][:3]}"
+
+
+def _long_date(day: date) -> str:
+    return f"{_DAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year}"
 
 
 def _check_address(address: str, what: str) -> str:
@@ -326,7 +348,8 @@ def _check_context(plan: DigestPlan, ctx: DigestContext) -> None:
     if len(ctx.item_reply_addresses) != len(plan.items):
         raise ValueError("item_reply_addresses must match plan.items one to one")
     _check_address(ctx.member_address, "member address")
-    _check_address(ctx.settings_address, "settings address")
+    if ctx.settings_address is not None:
+        _check_address(ctx.settings_address, "settings address")
     expected = [(ctx.digest_reply_address, AddressKind.DIGEST)]
     expected += [(address, AddressKind.REPLY) for address in ctx.item_reply_addresses]
     for address, kind in expected:
@@ -345,7 +368,7 @@ def _item_view(number: int, item: DigestItem, reply_address: str, excerpt_limit:
     subject = _clean(item.subject, MAX_SUBJECT) or "(no subject)"
     list_name = _clean(item.list_name, MAX_NAME) or item.list_slug
     meta = " · ".join(part for part in (list_name, _who(item.authors)) if part)
-    meta += " · " + _replies_label(item.replies)
+    meta += " · " + _counts_label(item.replies, item.likes)
     excerpt = _clean(item.excerpt, excerpt_limit) if excerpt_limit else ""
     # The subject list copies carry, so the reply threads with them in the reader's mailbox.
     reply_subject = tag_subject(subject, item.list_slug, reply=True)
@@ -357,6 +380,7 @@ def _item_view(number: int, item: DigestItem, reply_address: str, excerpt_limit:
         "list_name": list_name,
         "meta": meta,
         "excerpt": excerpt,
+        "short_excerpt": _shorten(excerpt, HTML_EXCERPT),
         "excerpt_lines": _wrap(excerpt, TEXT_WIDTH - 3),
         "reply_href": href,
         "reply_label": f"Reply to {number}. {subject}",
@@ -368,15 +392,13 @@ def _commands(count: int, slug: str) -> list[dict[str, str]]:
     def pick(n: int) -> int:
         return min(n, count)
 
+    # Explanations short enough for one line on a phone.
     return [
-        {"example": f"+1 {pick(3)}", "explanation": f"add your +1 to conversation {pick(3)}"},
-        {"example": f"mute {pick(2)}", "explanation": f"stop hearing about conversation {pick(2)}"},
-        {
-            "example": f"follow {pick(5)}",
-            "explanation": f"get each new message of conversation {pick(5)} by mail",
-        },
-        {"example": f"every {slug}", "explanation": f"get each message of {slug} as it is sent"},
-        {"example": f"digest {slug}", "explanation": f"get {slug} only in this daily digest"},
+        {"example": f"+1 {pick(3)}", "explanation": f"add your +1 to {pick(3)}"},
+        {"example": f"mute {pick(2)}", "explanation": f"stop hearing about {pick(2)}"},
+        {"example": f"follow {pick(5)}", "explanation": f"get each new message of {pick(5)}"},
+        {"example": f"every {slug}", "explanation": f"get {slug} mail as it is sent"},
+        {"example": f"digest {slug}", "explanation": f"get {slug} only in this digest"},
     ]
 
 
@@ -406,6 +428,7 @@ def _view(plan: DigestPlan, ctx: DigestContext, excerpt_limit: int, keep: int) -
         groups[-1]["entries"].append(view)
     count_label = _plural(len(items), "conversation", "conversations")
     date_label = _date_label(ctx.local_date)
+    company = _clean(ctx.company_name, MAX_NAME) or "Mailgate"
     name = _clean(ctx.member_name, MAX_NAME)
     subjects = [view["subject"] for group in groups for view in group["entries"]]
     slug = items[0].list_slug
@@ -413,8 +436,11 @@ def _view(plan: DigestPlan, ctx: DigestContext, excerpt_limit: int, keep: int) -
         "date_label": date_label,
         "count_label": count_label,
         "subject": f"Your Mailgate digest for {date_label}: {count_label}",
+        "title": f"{company} digest",
+        "long_date": _long_date(ctx.local_date),
+        "masthead": f"{company} digest · {_long_date(ctx.local_date)}",
         "greeting": f"Hi {name}," if name else "Hello,",
-        "intro": f"{count_label.capitalize()} from your lists since your last digest.",
+        "intro": f"{count_label} since your last digest.",
         "preheader": _shorten(" · ".join(subjects), 140),
         "groups": groups,
         "more_label": (
@@ -425,7 +451,8 @@ def _view(plan: DigestPlan, ctx: DigestContext, excerpt_limit: int, keep: int) -
         "commands": _commands(len(items), slug),
         "ledger": [_ledger_line(entry) for entry in plan.ledger],
         "member_address": ctx.member_address,
-        "settings_address": ctx.settings_address,
+        "settings_address": ctx.settings_address or "",
+        "settings_slug": (ctx.settings_address or "").split("@")[0].removesuffix("-request"),
         "unsubscribe_url": ctx.unsubscribe_url,
     }
 

@@ -28,8 +28,8 @@ class MemberClock:
 class PostFacts:
     post_id: int
     discussion_id: int
-    author_id: int | None
-    author_name: str
+    author_id: int | None  # None: the author was erased, or a prompt (asked by no one)
+    author_name: str  # "" only for a prompt's question: it has no author to name
     author_department: str
     created_at: datetime  # aware, UTC
     text: str
@@ -53,6 +53,7 @@ class DiscussionFacts:
     question: QuestionFacts | None = None
     question_post_id: int | None = None  # the question itself (its first post)
     list_facts: ListFacts | None = None
+    likes: int = 0  # +1s (for a question: on the question itself)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class DigestItem:
     participants: int
     departments: int
     reason: str  # why it was chosen, for `mailgate digest preview`
+    likes: int = 0  # +1s in the discussion
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,11 @@ from digests.facts import DiscussionFacts, LedgerEntry, MemberClock, MemberView,
 from digests.rank import visible_question_posts
 from mailgate import access, questions
 from mailgate.models import (
+    Address,
     BounceState,
     Delivery,
     Discussion,
+    Like,
     MailingList,
     Membership,
     Mute,
@@ -133,7 +135,14 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
                 readable[pid].add(company[0])
     list_ids = sorted(set().union(*readable.values())) if readable else []
 
-    # 2. Posts in the window on those lists, with their discussion, list and author.
+    # 2. Posts in the window on those lists, with their discussion, list and author (and
+    # the author's address, which names a person who has no name set).
+    primary_address = (
+        select(func.min(Address.email))
+        .where(Address.person_id == Person.id, Address.is_primary.is_(True))
+        .correlate(Person)
+        .scalar_subquery()
+    )
     rows = (
         session.execute(
             select(
@@ -141,6 +150,7 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
                 Post.discussion_id,
                 Post.author_id,
                 Person.name,
+                primary_address,
                 Person.department,
                 Post.created_at,
                 Post.text,
@@ -167,16 +177,17 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
         if list_ids
         else []
     )
+    discussion_ids = sorted({r[1] for r in rows})
+    asked = _question_facts(session, discussion_ids)
     posts_by_discussion: dict[int, list[PostFacts]] = defaultdict(list)
     heads: dict[int, tuple[int, str, int | None, datetime, str, str, bool]] = {}
     for r in rows:
-        posts_by_discussion[r[1]].append(
-            PostFacts(r[0], r[1], r[2], r[3] or "a former member", r[4] or "", r[5], r[6])
-        )
-        heads[r[1]] = (r[7], r[8], r[9], r[10], r[11], r[12], r[13] is PostingPolicy.ANNOUNCE)
-    discussion_ids = sorted(posts_by_discussion)
+        prompt = r[1] in asked and asked[r[1]][3] and r[0] == asked[r[1]][1]
+        name = "" if prompt else author_label(r[2], r[3], r[4])
+        posts_by_discussion[r[1]].append(PostFacts(r[0], r[1], r[2], name, r[5] or "", r[6], r[7]))
+        heads[r[1]] = (r[8], r[9], r[10], r[11], r[12], r[13], r[14] is PostingPolicy.ANNOUNCE)
 
-    # 3. Total posts per discussion ("N replies").
+    # 3. Total posts per discussion ("N replies") and their +1s.
     totals = (
         dict(
             session.execute(
@@ -188,6 +199,7 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
         if discussion_ids
         else {}
     )
+    likes = _likes(session, discussion_ids, asked)
 
     # 4. Mutes and participation of these members in these discussions.
     muted: dict[int, set[int]] = defaultdict(set)
@@ -213,7 +225,6 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
             if author is not None:
                 participated[author].add(did)
 
-    asked = _question_facts(session, discussion_ids)
     discussions = [
         DiscussionFacts(
             discussion_id=did,
@@ -229,6 +240,7 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
             question=asked[did][0] if did in asked else None,
             question_post_id=asked[did][1] if did in asked else None,
             list_facts=asked[did][2] if did in asked else None,
+            likes=likes.get(did, 0),
         )
         for did in discussion_ids
     ]
@@ -246,10 +258,41 @@ def gather(session: Session, since: Mapping[int, datetime], now: datetime) -> Ga
     return Gathered(views, discussions, _ledger(session, now))
 
 
+def author_label(author_id: int | None, name: str | None, address: str | None) -> str:
+    """How a digest names a post's author: their name; a person with no name set by
+    their address's local part (as list copies do); a post whose author row is gone
+    (erased, mailgate.privacy) as "a former member"."""
+    if author_id is None:
+        return "a former member"
+    return " ".join((name or "").split()) or (address or "").rpartition("@")[0] or "a member"
+
+
+def _likes(
+    session: Session,
+    discussion_ids: Sequence[int],
+    asked: Mapping[int, tuple[access.QuestionFacts, int, access.ListFacts, bool]],
+) -> dict[int, int]:
+    """+1s per discussion, one query. In a question's discussion only the question's
+    own +1s count: answers (and so their +1s) are not everyone's to see (PRIV-01)."""
+    if not discussion_ids:
+        return {}
+    out: dict[int, int] = defaultdict(int)
+    for did, post_id, count in session.execute(
+        select(Post.discussion_id, Post.id, func.count(Like.id))
+        .join(Like, Like.post_id == Post.id)
+        .where(Post.discussion_id.in_(discussion_ids))
+        .group_by(Post.discussion_id, Post.id)
+    ):
+        if did not in asked or asked[did][1] == post_id:
+            out[did] += int(count)
+    return dict(out)
+
+
 def _question_facts(
     session: Session, discussion_ids: Sequence[int]
-) -> dict[int, tuple[access.QuestionFacts, int, access.ListFacts]]:
-    """Access facts for the discussions that are questions: three queries in all."""
+) -> dict[int, tuple[access.QuestionFacts, int, access.ListFacts, bool]]:
+    """Access facts for the discussions that are questions (with their first post's id
+    and whether the question is a prompt, asked by no one): three queries in all."""
     if not discussion_ids:
         return {}
     rows = session.execute(
@@ -259,6 +302,7 @@ def _question_facts(
             Question.asker_id,
             Question.visibility,
             Question.anonymous,
+            Question.kind,
             MailingList.id,
             MailingList.visibility,
             MailingList.posting,
@@ -288,7 +332,7 @@ def _question_facts(
             authors[did].add(author)
         firsts[did] = min(first, firsts.get(did, first))
     out = {}
-    for qid, did, asker, visibility, anonymous, lid, lvis, lpost, lmand, larch in rows:
+    for qid, did, asker, visibility, anonymous, kind, lid, lvis, lpost, lmand, larch in rows:
         facts = access.QuestionFacts(
             asker_id=asker,
             open=visibility == "open",
@@ -300,6 +344,7 @@ def _question_facts(
             replace(facts, answerers=len(authors[did] - facts.leaders)),
             firsts[did],
             access.ListFacts(lid, lvis, lpost, lmand, larch is not None),
+            kind is QuestionKind.PROMPT and asker is None,
         )
     return out
 

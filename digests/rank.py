@@ -73,11 +73,12 @@ class _Candidate(NamedTuple):
     departments: int
 
 
-def _author_key(post: PostFacts) -> int | str:
-    # Outside senders may have no person id; their name stands in for identity.
+def _author_key(post: PostFacts) -> int | str | None:
+    # Former members have no person id; their label stands in for identity. A prompt's
+    # question has no author at all (None): it is nobody's post and counts as no one.
     if post.author_id is not None:
         return post.author_id
-    return post.author_name.casefold()
+    return post.author_name.casefold() or None
 
 
 def _plural(n: int, one: str, many: str) -> str:
@@ -117,6 +118,8 @@ def _reason(candidate: _Candidate, started: bool) -> str:
         return f"announcement on {facts.list_name}"
     if candidate.kind == KIND_LIVELY:
         people = _plural(candidate.tally, "person", "people")
+        if not candidate.departments:  # nobody has a department set: say nothing of them
+            return f"lively: {people}"
         departments = _plural(candidate.departments, "department", "departments")
         return f"lively: {people} from {departments}"
     return f"new discussion on {facts.list_name}"
@@ -135,14 +138,15 @@ def _build_item(candidate: _Candidate, member: MemberView, excerpt_chars: int) -
     latest_other: PostFacts | None = None
     for post in reversed(candidate.window):  # most recent first
         key = _author_key(post)
-        people.add(key)
+        if key is not None:
+            people.add(key)
         if post.author_department:
             departments.add(post.author_department)
         if post.author_id == me:
             continue  # the member knows they wrote; "who" means who else
         if latest_other is None:
             latest_other = post
-        if key not in seen:
+        if key is not None and key not in seen:
             seen.add(key)
             authors.append(post.author_name)
     text = latest_other.text if latest_other is not None else ""
@@ -158,6 +162,7 @@ def _build_item(candidate: _Candidate, member: MemberView, excerpt_chars: int) -
         participants=len(people),
         departments=len(departments),
         reason=_reason(candidate, started=facts.started_by_id == me),
+        likes=facts.likes,
     )
 
 
@@ -174,7 +179,7 @@ def _classify(
         author = post.author_id
         if author is not None:
             people.add(author)
-        else:
+        elif post.author_name:  # a prompt's question (no name) is nobody
             people.add(post.author_name.casefold())
         if author != me:
             from_others += 1

@@ -48,6 +48,7 @@ class DigestMail:
     domain: str
     secret: str
     base_url: str | None
+    company_name: str = "Mailgate"  # the heading: "Acme digest · Tuesday 3 March 2026"
 
 
 @dataclass
@@ -179,9 +180,10 @@ def compose_for(
             for item in plan.items
         ),
         unsubscribe_url=unsubscribe,
-        settings_address=command_address(settings_list[1], mail.domain)
-        if settings_list
-        else f"postmaster@{mail.domain}",
+        # Delivery changes are replies to the digest itself (its commands); a -request
+        # address is named only for "nomail", when the member takes a list by digest.
+        settings_address=command_address(settings_list[1], mail.domain) if settings_list else None,
+        company_name=mail.company_name,
     )
     return compose_digest(plan, context)
 

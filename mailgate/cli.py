@@ -50,10 +50,13 @@ def config_cmd(app: App, as_json: bool) -> None:
     shown = app.settings.masked()
     trust = app.settings.authres_trust()
     if as_json:
-        emit_json({**shown, "authentication_results": trust})
+        emit_json(
+            {**shown, "authentication_results": trust, "company": app.settings.company_scope()}
+        )
         return
     print_table("Mailgate settings", ["setting", "value"], [[k, v] for k, v in shown.items()])
     click.echo(f"Authentication-Results: {trust}")
+    click.echo(f"Company: {app.settings.company_scope()}")
 
 
 @cli.group()
@@ -399,6 +402,26 @@ def people() -> None:
     """People in the directory."""
 
 
+@people.command("add")
+@click.argument("email")
+@click.option("--name")
+@click.option("--timezone", help="IANA zone, e.g. Europe/Berlin (default UTC).")
+@click.option("--department")
+@pass_app
+def people_add(
+    app: App, email: str, name: str | None, timezone: str | None, department: str | None
+) -> None:
+    """Add EMAIL to the directory without a list (e.g. to grant a site role)."""
+    from mailgate import directory
+
+    with app.session() as session:
+        person = directory.add_person(
+            session, actor(), email, name=name, timezone=timezone, department=department
+        )
+        shown = f" ({person.name})" if person.name else ""
+        click.echo(f"added {person.primary_address}{shown}")
+
+
 @people.command("show")
 @click.argument("email")
 @json_option
@@ -742,7 +765,9 @@ def digest_preview(
         plan, row = preview(session, person.id, local, now)
         if html_file:
             settings = app.settings
-            mail = DigestMail(settings.domain, settings.secret_key, settings.base_url)
+            mail = DigestMail(
+                settings.domain, settings.secret_key, settings.base_url, settings.company_name
+            )
             raw = compose_for(plan, row, mail, (person.primary_address, person.name), None)
             Path(html_file).write_text(html_part(raw), encoding="utf-8")
     items = [
@@ -876,10 +901,12 @@ def sweep_cmd(as_json: bool) -> None:
     default=None,
     help="Envelope sender to assume ('' = null sender); default: Return-Path, else From.",
 )
-def inspect_cmd(source: str, mail_from: str | None) -> None:
+@json_option
+def inspect_cmd(source: str, mail_from: str | None, as_json: bool) -> None:
     """Classify one raw message and show its new text, without storing anything.
 
-    SOURCE is a file or - for stdin. Prints JSON. Needs no database or server.
+    SOURCE is a file or - for stdin. Prints JSON (with or without --json). Needs no
+    database or server.
     """
     from mailgate.reading import inspect_message
     from mailgate.settings import domain_from_env
@@ -1015,11 +1042,18 @@ def inbound_show(app: App, raw_id: int, show_raw: bool, as_json: bool) -> None:
 )
 @click.option("--admin", "admin_email", help="The site admin revealing (with --reveal-anonymous).")
 @click.option("--reason", help="Why, for the audit log (with --reveal-anonymous).")
+@json_option
 @pass_app
 def inbound_explain(
-    app: App, raw_id: int, reveal_anonymous: bool, admin_email: str | None, reason: str | None
+    app: App,
+    raw_id: int,
+    reveal_anonymous: bool,
+    admin_email: str | None,
+    reason: str | None,
+    as_json: bool,
 ) -> None:
-    """How a stored message was classified, attributed and threaded, and why (JSON).
+    """How a stored message was classified, attributed and threaded, and why (always JSON;
+    --json is accepted like on every read command).
 
     An anonymous answer is shown without its sender, Message-ID, question or post."""
     from mailgate.anonymity import redact_raw_view

@@ -35,7 +35,11 @@ def ask_group() -> None:
 @click.option("--from", "asker_email", required=True, help="The asker (an executive or owner).")
 @click.option("--to", "audience", default="company", show_default=True, help="List or company.")
 @click.option("--subject", help="Subject line (default: the first line of the question).")
-@click.option("--deadline", help="YYYY-MM-DD (end of that working day, asker's time).")
+@click.option(
+    "--deadline",
+    help="YYYY-MM-DD or a phrase as in a Deadline: line ('in 3 days', 'friday'); the end "
+    "of that working day, asker's time.",
+)
 @click.option(
     "--visibility",
     type=click.Choice(["open", "asker-only"]),
@@ -45,6 +49,7 @@ def ask_group() -> None:
 @click.option("--anonymous", is_flag=True, help="Answers without names, once 5 answered.")
 @click.option("--viewer", "viewers", multiple=True, help="Someone else who sees the answers.")
 @click.option("--reminders", type=click.IntRange(0, 10), default=2, show_default=True)
+@click.option("--now", "at", help="Ask as of this ISO instant (default: now).")
 @json_option
 @pass_app
 def ask_send(
@@ -58,6 +63,7 @@ def ask_send(
     anonymous: bool,
     viewers: tuple[str, ...],
     reminders: int,
+    at: str | None,
     as_json: bool,
 ) -> None:
     """Ask TEXT (or stdin with '-' or no TEXT) now; each member gets it in their hours."""
@@ -65,19 +71,19 @@ def ask_send(
 
     from mailgate import directory, questions
     from mailgate.directory import record
+    from mailgate.local_time import local_date
     from mailgate.models import AnswerVisibility, Ask
 
     body = sys.stdin.read() if text in (None, "-") else text
     assert body is not None
-    now = datetime.now(UTC)
+    now = _given_instant(at) or datetime.now(UTC)
     with app.session() as session:
         asker = directory.get_person(session, asker_email)
         due = None
         if deadline:
-            try:
-                due = questions.end_of_day(date.fromisoformat(deadline), asker.timezone)
-            except ValueError:
-                raise CLIError(f"invalid --deadline {deadline!r}: use YYYY-MM-DD") from None
+            due = questions.end_of_day(
+                _deadline_day(deadline, local_date(now, asker.timezone)), asker.timezone
+            )
         spec = questions.QuestionSpec(
             subject=subject or body.strip().splitlines()[0] if body.strip() else "",
             text=body,
@@ -126,6 +132,37 @@ def _status_row(status: Any, now: datetime) -> dict[str, Any]:
         if status.closed
         else (f"pending until {status.pending_until}" if status.pending_until else "open"),
     }
+
+
+def _given_instant(at: str | None) -> datetime | None:
+    if not at:
+        return None
+    try:
+        instant = datetime.fromisoformat(at)
+    except ValueError:
+        raise CLIError(f"invalid --now {at!r}: use an ISO time like 2026-12-01T09:30Z") from None
+    if instant.tzinfo is None:
+        raise CLIError("--now needs a timezone, e.g. 2026-12-01T09:30+00:00")
+    return instant
+
+
+def _deadline_day(text: str, today: date) -> date:
+    """``--deadline`` read like a ``Deadline:`` line of a mail to ask@, relative to the
+    asker's local ``today``; a day already past is refused here, with the date."""
+    from mailgate.asking import parse_date_phrase
+
+    try:
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        found = parse_date_phrase(text, today)
+        if found is None:
+            raise CLIError(
+                f"invalid --deadline {text!r}: use YYYY-MM-DD or a phrase like 'in 3 days'"
+            ) from None
+        day = found
+    if day < today:
+        raise CLIError(f"--deadline {day.isoformat()} is in the past (today is {today})")
+    return day
 
 
 @ask_group.command("list")

@@ -354,6 +354,29 @@ def ensure_person(
     return person, False
 
 
+def add_person(
+    session: Session,
+    actor: str,
+    email: str,
+    *,
+    name: str | None = None,
+    timezone: str | None = None,
+    department: str | None = None,
+) -> Person:
+    """A new person in the directory, on no list (``mailgate people add``): someone to
+    grant a site role to or name as a viewer. Audited as ``person.create``; an address
+    that already belongs to someone is an error, never a silent update."""
+    if find_person(session, email) is not None:
+        raise DirectoryError(
+            f"{normalize_email(email)} is already in the directory "
+            "(mailgate people update changes their details)"
+        )
+    person, _ = ensure_person(
+        session, actor, email, name=name, timezone=timezone, department=department
+    )
+    return person
+
+
 def add_address(session: Session, actor: str, email: str, extra: str) -> Person:
     person = get_person(session, email)
     extra = normalize_email(extra)

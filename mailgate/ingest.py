@@ -635,7 +635,16 @@ def _ask(
     if not access.may_ask(
         questions.viewer(session, ml, person), company_wide=audience == questions.COMPANY
     ):
-        return _refuse(session, row, reading, ctx, shown, "ask-not-allowed", facts)
+        why = (
+            "questions to the whole company come from people with the executive role, and "
+            f"{person.primary_address} does not have it"
+            if audience == questions.COMPANY
+            else f"{person.primary_address} is not an owner of the list {ml.slug} (its "
+            "owners may ask it; executives may ask anyone)"
+        )
+        return _refuse(
+            session, row, reading, ctx, shown, "ask-not-allowed", {**facts, "details": why}
+        )
     if not confirmed and reading.sender is not None:
         auth = authenticate(
             reading.msg,
@@ -1246,9 +1255,14 @@ def _refuse(
     facts: dict[str, Any],
     ml: MailingList | None = None,
 ) -> Outcome:
+    """Refuse the mail for ``reason`` and tell the sender. ``facts["details"]``, when
+    given, is the reason in words: it goes into the notice as well as the outcome, so a
+    notice that says "because" always says what (issue 17)."""
     if ml is None and "list" in facts:
         ml = _list_by_slug(session, facts["list"])
     context = _ctx(ml) if ml is not None else {}
+    if facts.get("details"):
+        context["details"] = str(facts["details"])
     to = reading.sender.address if reading.sender else row.mail_from
     _notice(session, row, reading, ctx, to, reason, context)
     return Outcome(shown, RawStatus.REJECTED, reason, facts)

@@ -59,6 +59,7 @@ class Settings:
     # trusted_peers: being allowed to connect is no reason to be believed.
     authres_relays: tuple[str, ...] = ()
     failpoint: str = ""  # crash-test hook: "after-commit" kills the gateway before its 250
+    company_name: str = "Mailgate"  # the digest's heading ("Acme digest · Tuesday 3 March")
 
     @property
     def is_sqlite(self) -> bool:
@@ -84,6 +85,15 @@ class Settings:
             f"trusted only from {', '.join(self.authres_relays)} with authserv-id "
             f"{', '.join(sorted(self.authserv_ids))}; otherwise {dkim_only}"
         )
+
+    def company_scope(self) -> str:
+        """Who is in the company, in one sentence (``mailgate config``): the directory
+        decides, never the domain; the company domains only name the company."""
+        everyone = "everyone with an address of record in the directory"
+        if not self.company_domains:
+            return f"(any) {everyone}, whatever their domain"
+        domains = ", ".join(sorted(self.company_domains))
+        return f"{domains} (names the company); {everyone} is in it, whatever their domain"
 
     def masked(self) -> dict[str, str]:
         """Every setting as display text, with secrets and URL passwords masked."""
@@ -215,7 +225,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if len(secret) < 32:
         raise SettingsError("MAILGATE_SECRET_KEY must be at least 32 characters")
     base_url = (env.get("MAILGATE_BASE_URL") or "").rstrip("/") or None
-    company = _csv(env, "MAILGATE_COMPANY_DOMAINS", domain.split(".", 1)[-1])
+    company = _csv(env, "MAILGATE_COMPANY_DOMAINS", default_company_domains(domain))
     return Settings(
         var_dir=var_dir,
         database_url=database_url,
@@ -246,7 +256,29 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             _csv(env, "MAILGATE_AUTHRES_RELAYS", ""), "MAILGATE_AUTHRES_RELAYS"
         ),
         failpoint=env.get("MAILGATE_FAILPOINT", ""),
+        company_name=company_name(env.get("MAILGATE_COMPANY_NAME", ""), company),
     )
+
+
+def default_company_domains(domain: str) -> str:
+    """The parent of ``MAILGATE_DOMAIN`` ("lists.corp.example" → "corp.example"), but only
+    when it can be an organisation's domain: a one-label parent ("localhost" for the
+    default "lists.localhost", or a bare TLD) names no company, so there is none (issue 17).
+    """
+    parent = domain.split(".", 1)[1] if "." in domain else ""
+    return parent if "." in parent.strip(".") else ""
+
+
+def company_name(configured: str, company_domains: tuple[str, ...]) -> str:
+    """``MAILGATE_COMPANY_NAME``, or the first company domain's name ("acme.com" →
+    "Acme"; a single-label domain such as "localhost" names no one: "Mailgate")."""
+    name = " ".join(configured.split())[:64]
+    if name:
+        return name
+    labels = company_domains[0].split(".") if company_domains else []
+    if len(labels) < 2 or not labels[0]:
+        return "Mailgate"
+    return labels[0].replace("-", " ").title()
 
 
 def domain_from_env(environ: Mapping[str, str] | None = None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import email.policy
+import html
 import re
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -164,7 +165,7 @@ def html_items(page: str) -> list[tuple[str, list[str]]]:
 
 def text_items(text: str) -> list[str]:
     """The text part cut into item blocks: from "N. " at a line start to the next one."""
-    body = text.split("\n==", 1)[0]
+    body = text.split("\n" + "=" * 66 + "\n", 1)[0]
     starts = [m.start() for m in re.finditer(r"(?m)^\d+\. ", body)]
     return [body[a:b] for a, b in zip(starts, [*starts[1:], len(body)], strict=True)]
 
@@ -325,6 +326,54 @@ def test_and_n_more(others: int, line: str | None) -> None:
         assert f">{line}</td>" in page
 
 
+@pytest.mark.parametrize(
+    ("company", "day", "masthead"),
+    [
+        ("Corp", date(2026, 3, 3), "Corp digest · Tuesday 3 March 2026"),
+        ("Zoë & Co <x>", date(2026, 12, 7), "Zoë & Co <x> digest · Monday 7 December 2026"),
+        ("", date(2027, 1, 1), "Mailgate digest · Friday 1 January 2027"),
+    ],
+)
+def test_heading_names_the_company_and_the_date(company: str, day: date, masthead: str) -> None:
+    p = dataclasses.replace(FIVE, local_date=day)
+    text, page = parts(compose_digest(p, context(p, company_name=company), now=NOW))
+    assert text.startswith(f"{masthead}\n{'=' * len(masthead)}\n\nHi Ana Lima,\n")
+    title, date_part = (html.escape(part, quote=False) for part in masthead.split(" · "))
+    assert re.search(
+        rf"<h1 [^>]*>{re.escape(title)} <span [^>]*>· {re.escape(date_part)}</span></h1>",
+        page,
+    )
+
+
+@pytest.mark.parametrize(
+    ("replies", "likes", "counts"),
+    [
+        (0, 0, "no replies yet"),
+        (0, 1, "no replies yet · 1 +1"),
+        (1, 0, "1 reply"),
+        (4, 7, "4 replies · 7 +1s"),
+    ],
+)
+def test_counts_of_replies_and_plus_ones(replies: int, likes: int, counts: str) -> None:
+    p = plan((item(0, authors=("Bo Chen",), replies=replies, likes=likes),))
+    text, page = parts(compose_digest(p, context(p), now=NOW))
+    assert f"\n   Engineering · Bo Chen · {counts}\n" in text
+    assert f">Engineering · Bo Chen · {counts}</p>" in page
+
+
+def test_reply_is_a_link_not_a_button_and_delivery_changes_are_replies() -> None:
+    p = plan(tuple(item(n) for n in range(9)))
+    ctx = context(p, settings_address=None, unsubscribe_url=None)
+    text, page = parts(compose_digest(p, ctx, now=NOW))
+    assert "button" not in page
+    assert len(re.findall(r'<a class="reply"[^>]*>Reply</a>', page)) == 9
+    # No -request address to name: the footer points at the digest's own commands only.
+    for part in (text, page):
+        assert "postmaster" not in part and "nomail" not in part and "-request@" not in part
+    assert "every eng    get eng mail as it is sent" in text
+    assert 'Stop these digests: reply to this digest with the word "unsubscribe".' in text
+
+
 def test_headings_follow_the_plan_order_and_numbers_run_in_order() -> None:
     kinds = ("lively", "lively", "new", "lively", "mystery")
     p = plan(tuple(item(n, kind=k) for n, k in enumerate(kinds)))
@@ -349,7 +398,7 @@ def test_headings_follow_the_plan_order_and_numbers_run_in_order() -> None:
 def test_command_box_names_real_items(count: int, examples: list[str]) -> None:
     p = plan(tuple(item(n) for n in range(count)))
     text, page = parts(compose_digest(p, context(p), now=NOW))
-    box = text.split("Act on this digest by replying to it, one command per line:\n")[1]
+    box = text.split("Reply to this digest with commands, one per line:\n")[1]
     assert [line.split("  ")[1] for line in box.splitlines()[:5]] == examples
     for example in examples:
         assert re.search(rf"<code[^>]*>{re.escape(example)}</code>", page)
@@ -377,7 +426,7 @@ def test_html_is_email_friendly() -> None:
     body = page.split("<body", 1)[1]
     assert "<style" not in body and "class=" in body
     # Inlined: Gmail drops classes it cannot match, so the looks must live in style="".
-    assert re.search(r'<td class="item text" style="[^"]*font-size:16px', body)
+    assert re.search(r'<td class="item text" style="[^"]*font-size:15px', body)
     assert "max-width:600px" in body
     assert "<!--[if mso]>" in body  # a fixed-width table for Outlook's Word renderer
     assert not re.search(r"display:\s*(flex|grid)", page)
@@ -500,16 +549,18 @@ def test_a_huge_plan_is_trimmed_to_fit() -> None:
 
 
 SNAPSHOT = """\
-Hi Ana Lima,
+Corp digest · Tuesday 3 March 2026
+==================================
 
-2 conversations from your lists since your last digest.
+Hi Ana Lima,
+2 conversations since your last digest.
 
 
 Replies to you
 --------------
 
 1. Flaky integration tests on the payments service
-   Engineering · Bo Chen and Ana Lima · 3 replies
+   Engineering · Bo Chen and Ana Lima · 3 replies · 4 +1s
    I bisected it to the retry change from last week: the mock clock
    never advances, so the second attempt times out after 30 s.
    Reply: <{reply1}>
@@ -525,26 +576,26 @@ Questions for you
    Reply: <{reply2}>
 
 ==================================================================
-Act on this digest by replying to it, one command per line:
-  +1 2         add your +1 to conversation 2
-  mute 2       stop hearing about conversation 2
-  follow 2     get each new message of conversation 2 by mail
-  every eng    get each message of eng as it is sent
-  digest eng   get eng only in this daily digest
-Replying to one conversation? Use its own Reply link above instead.
+Reply to this digest with commands, one per line:
+  +1 2         add your +1 to 2
+  mute 2       stop hearing about 2
+  follow 2     get each new message of 2
+  every eng    get eng mail as it is sent
+  digest eng   get eng only in this digest
+To answer a conversation, use its own Reply link above.
 ==================================================================
 
 --\x20
-You get this digest from Mailgate, sent to ana.lima@corp.example.
-Change how a list reaches you: mail eng-request@lists.corp.example
-  with one word: "every", "digest" or "nomail".
+Sent by Mailgate to ana.lima@corp.example.
+Leave eng altogether: mail eng-request@lists.corp.example
+  with the word "nomail".
 Stop these digests: reply to this digest with the word "unsubscribe".
 """
 
 
 def test_text_part_snapshot() -> None:
-    p = plan((item(0), item(1)))
-    ctx = context(p, unsubscribe_url=None)
+    p = plan((item(0, likes=4), item(1)))
+    ctx = context(p, unsubscribe_url=None, company_name="Corp")
     text, _ = parts(compose_digest(p, ctx, now=NOW))
     first, second = ctx.item_reply_addresses
     assert first.startswith("reply+aed7ia75ldyid7w6ik62ia26jvwbqd46@")

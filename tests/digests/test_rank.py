@@ -217,6 +217,24 @@ def test_lively_reason_counts_people_and_departments() -> None:
     assert item.authors == ("Tom Becker", "Priya Raman", "Alice Moreno", "Chen Wei", "Bob Okafor")
 
 
+def test_lively_reason_says_nothing_of_departments_when_nobody_has_one() -> None:
+    nobody = [(ALICE[0], ALICE[1], ""), (BOB[0], BOB[1], "")]
+    posts = [post(nobody[0], 10), post(nobody[1], 20)]
+    (item,) = plan(member(), [discussion(402, RANDOM, "Lunch", posts)]).items
+    assert item.reason == "lively: 2 people"
+    assert item.departments == 0
+
+
+def test_a_prompts_question_is_nobodys_post() -> None:
+    # gather names a prompt's question "" (it has no asker): not an author, not a person.
+    prompt = (None, "", "")
+    posts = [post(prompt, 5, "What did you ship?"), post(BOB, 20, "The pricing page.")]
+    (item,) = plan(member(), [discussion(403, SALES, "What did you ship?", posts, new=True)]).items
+    assert item.kind == "new"
+    assert item.authors == ("Bob Okafor",)
+    assert item.participants == 1
+
+
 def test_new_discussion() -> None:
     started = discussion(
         501, SALES, "Pricing page copy", [post(BOB, 15, "Draft is in the doc.")], new=True
