@@ -79,6 +79,10 @@ class EngagementFacts:
 
     members: int
     posts: tuple[PostFact, ...] = ()
+    # Who the members are: only their posts make them "active" (posts by people who
+    # left the list, or answers on the company's question list, would push
+    # participation past 100 %). None: every author counts (pure tests).
+    member_ids: frozenset[int] | None = None
     discussions_started: tuple[datetime, ...] = ()  # Discussion.created_at
     asks: tuple[AskFact, ...] = ()
     questions: tuple[QuestionFact, ...] = ()
@@ -117,6 +121,7 @@ class EngagementStats:
     cross_department_discussions: int
     unanswered_questions: int
     weeks: tuple[WeekParticipation, ...]
+    other_authors: int = 0  # authors in the window who are not (or no longer) members
 
     @property
     def participation(self) -> float | None:
@@ -146,6 +151,7 @@ def compute_stats(facts: EngagementFacts, since: datetime, now: datetime) -> Eng
 
     posts = [p for p in facts.posts if inside(p.created_at)]
     authors = {p.author_id for p in posts if p.author_id is not None}
+    members = authors if facts.member_ids is None else authors & facts.member_ids
 
     departments: dict[int, set[str]] = defaultdict(set)
     for p in posts:
@@ -168,7 +174,8 @@ def compute_stats(facts: EngagementFacts, since: datetime, now: datetime) -> Eng
         since=since,
         until=now,
         members=facts.members,
-        active_members=len(authors),
+        active_members=len(members),
+        other_authors=len(authors - members),
         posts=len(posts),
         replies=sum(p.is_reply for p in posts),
         new_discussions=sum(inside(at) for at in facts.discussions_started),
@@ -234,10 +241,10 @@ def gather_engagement(
     )
 
     if list_id is None:
-        members = select(func.count(Person.id)).where(Person.active.is_(True))
+        members = select(Person.id).where(Person.active.is_(True))
     else:
         members = (
-            select(func.count(Membership.id))
+            select(Membership.person_id)
             .join(Person, Person.id == Membership.person_id)
             .where(Membership.list_id == list_id, Person.active.is_(True))
         )
@@ -274,8 +281,10 @@ def gather_engagement(
         asks = asks.where(Question.list_id == list_id)
         questions = questions.where(Question.list_id == list_id)
 
+    member_ids = frozenset(session.scalars(members))
     return EngagementFacts(
-        members=session.scalar(members) or 0,
+        members=len(member_ids),
+        member_ids=member_ids,
         posts=tuple(
             PostFact(discussion, author, department or "", bool(reply), created)
             for discussion, author, department, reply, created in session.execute(post_rows)
@@ -317,6 +326,7 @@ def stats_as_json(stats: EngagementStats) -> dict[str, Any]:
         "until": stats.until.isoformat(),
         "members": stats.members,
         "active_members": stats.active_members,
+        "other_authors": stats.other_authors,
         "participation": _rounded(stats.participation),
         "posts": stats.posts,
         "replies": stats.replies,
@@ -381,9 +391,32 @@ def bar_chart(
     )
 
 
-def percent(value: float | None) -> str:
-    """A rate for people to read: "42%", or "n/a" when there was nothing to count."""
-    return "n/a" if value is None else f"{value:.0%}"
+NO_DATA = "\u2013"  # an en dash: nothing to count yet, which is not 0
+
+
+def percent(value: float | None, why: str = "nothing to count yet") -> str:
+    """A rate for people to read: "42%", or "– (why)" when there was nothing to count
+    (a rate of nothing is not 0 %)."""
+    return f"{NO_DATA} ({why})" if value is None else f"{value:.0%}"
+
+
+def duration(hours: float | None) -> str:
+    """A median wait for people to read: "3.5 h", "12 min" under an hour (a quick answer
+    is not "0.0 h"), or "– (why)" when nothing was answered yet."""
+    if hours is None:
+        return f"{NO_DATA} (no question answered yet in this window)"
+    if hours < 1:
+        return f"{max(1, round(hours * 60))} min"
+    return f"{hours:.1f} h"
+
+
+def rate_text(rate: float | None, answered: int, sent: int, what: str) -> str:
+    if rate is None:
+        return f"{NO_DATA} (no {what} sent in this window)"
+    return f"{rate:.0%} ({answered} of {sent} asks)"
+
+
+WHY_NO_MEMBERS = "no members"
 
 
 def render_html(stats: EngagementStats, title: str) -> str:
@@ -402,24 +435,26 @@ def render_html(stats: EngagementStats, title: str) -> str:
     figures = [
         ("Members", str(stats.members)),
         ("Active members", str(stats.active_members)),
-        ("Participation", percent(stats.participation)),
+        ("Participation", percent(stats.participation, WHY_NO_MEMBERS)),
         ("Posts", str(stats.posts)),
         ("Replies", str(stats.replies)),
         ("New discussions", str(stats.new_discussions)),
         ("Cross-department discussions", str(stats.cross_department_discussions)),
         (
             "Questions answered",
-            f"{percent(stats.questions.rate)} ({stats.questions.answered} of "
-            f"{stats.questions.sent} asks)",
+            rate_text(
+                stats.questions.rate, stats.questions.answered, stats.questions.sent, "questions"
+            ),
         ),
         (
             "Prompts answered",
-            f"{percent(stats.prompts.rate)} ({stats.prompts.answered} of "
-            f"{stats.prompts.sent} asks)",
+            rate_text(stats.prompts.rate, stats.prompts.answered, stats.prompts.sent, "prompts"),
         ),
-        ("Median time to first answer", "n/a" if hours is None else f"{hours:.1f} h"),
+        ("Median time to first answer", duration(hours)),
         ("Unanswered questions", str(stats.unanswered_questions)),
     ]
+    if stats.other_authors:
+        figures.insert(2, ("Other authors (not members)", str(stats.other_authors)))
     return (
         template_env()
         .get_template("stats/report.html")

@@ -23,7 +23,7 @@ from digests.prompt_bank import STARTER_BANK
 from digests.rotation import pick_bank_index
 from mailgate import questions
 from mailgate.addressing import check_slug
-from mailgate.local_time import first_instant_at, zone
+from mailgate.local_time import first_instant_at, next_sensible_time, zone
 from mailgate.models import (
     AnswerVisibility,
     MailingList,
@@ -168,8 +168,10 @@ def _start_run(
 
     def due_for(person: Person) -> datetime:
         due = first_instant_at(day, hour, zone(person.timezone), minute)
-        # A run created late (the scheduler was down) asks now rather than never.
-        return max(due, now) if due < now else due
+        # A run created late (the scheduler was down, or the prompt was created on the
+        # evening of its day) asks at the next working hour rather than never — and
+        # never outside working hours, local time (issue 17: 19:15 on a Monday).
+        return next_sensible_time(max(due, now), person.timezone)
 
     audience = questions.COMPANY
     if prompt.list_id is not None:

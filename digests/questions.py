@@ -290,6 +290,26 @@ class _QuestionShared:
     list_facts: access.ListFacts
     answers: list[AnswerFacts] | None = None
     asked: int | None = None
+    leader_names: list[tuple[int, str]] | None = None
+    sizes: dict[access.AnswerScope, int] | None = None
+
+    def audience_line(self, session: Session, reader_id: int) -> str:
+        """Who will see this reader's reply, worded from the decision that enforces it
+        (``access.audience_of_answers``)."""
+        audience = access.audience_of_answers(self.facts, self.list_facts, reader_id)
+        if self.leader_names is None:
+            self.leader_names = questions.leader_names(session, self.facts)
+        if self.sizes is None:
+            self.sizes = {}
+        if audience.scope not in self.sizes:
+            self.sizes[audience.scope] = questions.audience_size(session, audience, self.ml.id)
+        return access.answer_audience_line(
+            audience,
+            reader_id=reader_id,
+            names=self.leader_names,
+            group=self.ml.name or self.ml.slug,
+            size=self.sizes[audience.scope],
+        )
 
 
 def _shared(
@@ -364,13 +384,20 @@ def mail_context(
         else 0
     )
     asker = shared.asker
+    prompt = question.kind is QuestionKind.PROMPT
+    asker_name = (asker.name or asker.primary_address) if asker else "Mailgate"
+    promised_question = followup_post is not None and followup_post.id == first.id
     return {
         "name": person.name or person.primary_address,
-        "asker": (asker.name or asker.primary_address) if asker else "Mailgate",
+        "asker": asker_name,
+        # The From name: a person's question comes from them (via Mailgate); a prompt
+        # has no asker, it comes from the weekly question itself.
+        "sender": "Weekly question (Mailgate)" if prompt else f"{asker_name} (via Mailgate)",
+        "audience_line": shared.audience_line(session, person.id),
         "subject": shared.discussion.subject,
         "question": first.text.strip(),
         "audience": "everyone in the company" if question.company_wide else shared.ml.name,
-        "prompt": question.kind is QuestionKind.PROMPT,
+        "prompt": prompt,
         "open": facts.open,
         "anonymous": question.anonymous,
         "threshold": access.ANONYMITY_THRESHOLD,
@@ -379,7 +406,11 @@ def mail_context(
         "summary": summary,
         "is_asker": question.asker_id == person.id,
         "followup_due": followup.due_date if followup else "",
+        # The post a "don't know yet" promised to answer (the question itself, or one
+        # answer to it, with its author: only quoted to a reader who may see it).
         "followup_text": (followup_post.text.strip()[:600] if followup_post else ""),
+        "followup_is_question": promised_question,
+        "followup_author": _author_name(session, followup_post) if followup_post else "",
         "answer_text": resolution.text.strip() if resolution else "",
         "first_message_id": first.message_id,
         # Replies to a follow-up mail thread under the post it is about, so the answer
@@ -390,6 +421,11 @@ def mail_context(
             else first.message_id
         ),
     }
+
+
+def _author_name(session: Session, post: Post) -> str:
+    author = session.get(Person, post.author_id) if post.author_id else None
+    return (author.name or author.primary_address) if author else ""
 
 
 def compose_question_mail(
@@ -407,7 +443,7 @@ def compose_question_mail(
     # headers.COMPOSE cleans every field: the subject quotes a question, the names and
     # the thread ids came from mail (issue 12, item 3).
     msg = new_message()
-    msg["From"] = named_address(f"{context['asker']} (via Mailgate)", reply_to)
+    msg["From"] = named_address(context["sender"], reply_to)
     msg["To"] = named_address(person.name or "", person.primary_address)
     msg["Reply-To"] = reply_to
     msg["Subject"] = subject

@@ -11,6 +11,7 @@ is :func:`may_know_exists`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,16 @@ def may_know_exists(facts: ListFacts, viewer: Viewer) -> bool:
     return facts.visibility is not Visibility.HIDDEN or may_read(facts, viewer)
 
 
+def may_subscribe(facts: ListFacts, viewer: Viewer) -> bool:
+    """Whether ``viewer`` may join by mailing "subscribe" to the -request address: a
+    known person, not yet a member, on a list they could read once they joined (company
+    lists; members-only and hidden lists are joined through their owner). The -request
+    handler and every notice that suggests subscribing ask this same function."""
+    if viewer.person_id is None or viewer.is_member:
+        return False
+    return may_read(facts, Viewer(person_id=viewer.person_id, active=viewer.active))
+
+
 def is_privileged(facts: ListFacts) -> bool:
     """Lists where a forged From would do harm: announce-only and mandatory lists."""
     return facts.posting is PostingPolicy.ANNOUNCE or facts.mandatory
@@ -132,24 +143,106 @@ class QuestionFacts:
         return person_id is not None and (person_id == self.asker_id or person_id in self.viewers)
 
 
+class AnswerScope(enum.StrEnum):
+    """Who, beyond the people named, sees a reply to a question."""
+
+    NAMED_ONLY = "named-only"  # the asker and the people they named, no one else
+    LIST = "list"  # also everyone who may read the list: its members
+    COMPANY = "company"  # also everyone in the company (the list is open to all)
+
+
+@dataclass(frozen=True)
+class AnswerAudience:
+    """Who sees one person's reply to a question, and how: the one decision behind
+    :func:`answer_view` (enforcement on every path) and the line on every question mail
+    that tells the reader who will see their reply (:func:`answer_audience_line`)."""
+
+    scope: AnswerScope
+    people: frozenset[int]  # always in (while active), whatever the scope
+    anonymous: bool  # shown without names, and only once ``threshold`` people answered
+    threshold: int
+    facts: ListFacts
+
+    def includes(self, viewer: Viewer) -> bool:
+        if viewer.person_id is None or not viewer.active:
+            return False
+        if viewer.person_id in self.people:
+            return True
+        return self.scope is not AnswerScope.NAMED_ONLY and may_read(self.facts, viewer)
+
+    def view(self, viewer: Viewer, answerers: int) -> AnswerView:
+        if not self.includes(viewer):
+            return AnswerView.NONE
+        if not self.anonymous:
+            return AnswerView.NAMED
+        # Nobody — the asker included — sees anything until enough people answered to
+        # keep each one unidentifiable; then everyone entitled sees them without names.
+        return AnswerView.ANONYMOUS if answerers >= self.threshold else AnswerView.NONE
+
+
+def audience_of_answers(
+    question: QuestionFacts, facts: ListFacts, author_id: int | None = None
+) -> AnswerAudience:
+    """Who sees a reply to the question itself by ``author_id`` (None: any answerer).
+
+    An answer reaches the leaders and, for an open question, everyone who may read the
+    list. A leader's reply is never anonymised and is not one of the answers: it reaches
+    whoever sees answers by name and the asker (the author of the post it answers, see
+    :func:`may_see_question_post`) — only the asker while answers are anonymous."""
+    if not question.open:
+        scope = AnswerScope.NAMED_ONLY
+    elif facts.visibility is Visibility.COMPANY:
+        scope = AnswerScope.COMPANY
+    else:
+        scope = AnswerScope.LIST
+    if question.is_leader(author_id):
+        if question.anonymous:
+            asker = {question.asker_id} if question.asker_id is not None else set()
+            return AnswerAudience(AnswerScope.NAMED_ONLY, frozenset(asker), False, 0, facts)
+        return AnswerAudience(scope, question.leaders, False, 0, facts)
+    threshold = ANONYMITY_THRESHOLD if question.anonymous else 0
+    return AnswerAudience(scope, question.leaders, question.anonymous, threshold, facts)
+
+
 def answer_view(question: QuestionFacts, facts: ListFacts, viewer: Viewer) -> AnswerView:
     """How ``viewer`` may see the answers to ``question`` — on every path (fan-out,
     digests, summaries, CLI). Reading the list is necessary but not sufficient."""
-    if not may_read(facts, viewer) and not question.is_leader(viewer.person_id):
-        return AnswerView.NONE
-    if not viewer.active:
-        return AnswerView.NONE
-    if question.anonymous:
-        # Nobody — the asker included — sees anything until enough people answered to
-        # keep each one unidentifiable; then everyone entitled sees them without names.
-        if question.answerers < ANONYMITY_THRESHOLD:
-            return AnswerView.NONE
-        if question.open or question.is_leader(viewer.person_id):
-            return AnswerView.ANONYMOUS
-        return AnswerView.NONE
-    if question.is_leader(viewer.person_id) or question.open:
-        return AnswerView.NAMED
-    return AnswerView.NONE
+    return audience_of_answers(question, facts).view(viewer, question.answerers)
+
+
+_NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def _joined(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def answer_audience_line(
+    audience: AnswerAudience,
+    *,
+    reader_id: int | None,
+    names: Sequence[tuple[int, str]],
+    group: str,
+    size: int,
+) -> str:
+    """The one line above the question that says who will see the reader's reply,
+    worded from ``audience`` (the decision that enforces it). ``names``: the people
+    always in, as (id, name), asker first; ``group``: the list's name ("the company"
+    when the scope is :attr:`AnswerScope.COMPANY`); ``size``: how many people the scope
+    lets see it (the reader included)."""
+    named = [name for pid, name in names if pid in audience.people and pid != reader_id]
+    if audience.scope is AnswerScope.NAMED_ONLY:
+        who = f"{_joined(named)} only" if named else "nobody but you"
+    else:
+        where = "the company" if audience.scope is AnswerScope.COMPANY else group
+        who = f"everyone in {where} ({size} {'person' if size == 1 else 'people'})"
+    if audience.anonymous:
+        count = audience.threshold
+        number = _NUMBERS[count] if count < len(_NUMBERS) else str(count)
+        return f"Anonymous: shown without your name once {number} people have answered, to {who}"
+    if audience.scope is AnswerScope.NAMED_ONLY:
+        return f"Your reply goes to {who}"
+    return f"{who[0].upper()}{who[1:]} will see your reply"
 
 
 def may_see_question_post(

@@ -51,11 +51,18 @@ def config_cmd(app: App, as_json: bool) -> None:
     trust = app.settings.authres_trust()
     if as_json:
         emit_json(
-            {**shown, "authentication_results": trust, "company": app.settings.company_scope()}
+            {
+                **shown,
+                "authentication_results": trust,
+                "company": app.settings.company_scope(),
+                "unsubscribe_links": app.settings.unsubscribe_links(),
+                "one_click_unsubscribe": app.settings.one_click,
+            }
         )
         return
     print_table("Mailgate settings", ["setting", "value"], [[k, v] for k, v in shown.items()])
     click.echo(f"Authentication-Results: {trust}")
+    click.echo(f"Unsubscribe links: {app.settings.unsubscribe_links()}")
     click.echo(f"Company: {app.settings.company_scope()}")
 
 
@@ -585,11 +592,36 @@ def roles_revoke(app: App, email: str, role: str, slug: str | None) -> None:
     click.echo(f"revoked {role} from {email.strip().lower()}" + (f" on {slug}" if slug else ""))
 
 
+@roles.command("list")
+@click.option("--list", "slug", help="Only this list's roles.")
+@json_option
+@pass_app
+def roles_list(app: App, slug: str | None, as_json: bool) -> None:
+    """Who holds which role: site roles (admin, executive), then list roles (owner,
+    moderator, poster) per list."""
+    from mailgate import directory
+
+    with app.session() as session:
+        rows = [
+            {"scope": h.scope, "role": h.role, "email": h.email, "name": h.name}
+            for h in directory.role_holders(session, slug=slug)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    columns = ["scope", "role", "email", "name"]
+    print_table("Roles", columns, [[r[c] for c in columns] for r in rows])
+
+
 # ------------------------------------------------------------------------ audit
 
 
 @cli.command("audit")
-@click.option("--target", help="Only entries about this target, e.g. list:eng.")
+@click.option(
+    "--target",
+    help="Only entries about this target and what is under it: list:eng also shows its "
+    "members' and roles' changes (list:eng/alice@corp.example), person:EMAIL one person's.",
+)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @json_option
 @pass_app
@@ -816,12 +848,31 @@ def html_part(raw: bytes) -> str:
 
 
 @digest.command("send-due")
+@click.option(
+    "--now",
+    "at",
+    help="Run the step for this ISO instant, e.g. 2026-12-08T07:05+01:00 (default: now). "
+    "Members whose digest hour has come by then get that day's digest, covering mail up "
+    "to that instant, and it counts as that day's digest.",
+)
 @pass_app
-def digest_send_due(app: App) -> None:
+def digest_send_due(app: App, at: str | None) -> None:
     """Run the scheduler step now: queue the digests that are due."""
+    import datetime as dt
+
     from worker.tasks import publish_due_digests
 
-    click.echo(f"queued digests for {publish_due_digests()} member(s)")
+    instant = None
+    if at:
+        try:
+            instant = dt.datetime.fromisoformat(at)
+        except ValueError:
+            raise CLIError(
+                f"invalid --now {at!r}: use an ISO time like 2026-12-01T09:30Z"
+            ) from None
+        if instant.tzinfo is None:
+            raise CLIError("--now needs a timezone, e.g. 2026-12-01T09:30+00:00")
+    click.echo(f"queued digests for {publish_due_digests(instant)} member(s)")
 
 
 # ------------------------------------------------------------------------ processes

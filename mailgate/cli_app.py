@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,15 +76,35 @@ def emit_json(data: Any) -> None:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """The one table printer. On a terminal: a rich table whose cells wrap rather than
+    being cut. Otherwise (a pipe, a file, a test): tab-separated values with a header row
+    and every value whole, so ``mailgate ... | grep`` or ``cut -f`` see exactly what is
+    stored (issue 17: piped tables were cut to 80 columns, "unknown-sen…"). The title
+    comes first as a ``# `` comment line (it can carry facts, e.g. a date)."""
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    if not sys.stdout.isatty():
+        click.echo(f"# {' '.join(title.split())}")
+        for line in [columns, *cells]:
+            click.echo("\t".join(tsv_cell(c) for c in line))
+        return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_column(column, overflow="fold")
+    for row in cells:
+        # Text, not str: a subject like "[eng] plan" is not rich markup.
+        table.add_row(*(Text(c) for c in row))
     Console().print(table)
+
+
+def tsv_cell(value: str) -> str:
+    """One TSV cell on one line: tab, newline and backslash escaped as ``\\t`` ``\\n`` ``\\\\``."""
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n")
+    )
 
 
 json_option: Any = click.option(

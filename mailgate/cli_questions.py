@@ -399,6 +399,10 @@ def prompts_show(app: App, name: str, as_json: bool) -> None:
         emit_json(row)
         return
     click.echo(f"{row['name']}: {row['schedule']} to {row['audience']} ({row['state']})")
+    click.echo(f"question bank ({len(row['questions'])}):")
+    for number, question in enumerate(row["questions"], 1):
+        click.echo(f"  {number}. {question}")
+    click.echo("asked so far:" if row["history"] else "asked so far: none yet")
     for run in row["history"]:
         click.echo(f"  {run['week']}: {run['question']}")
 
@@ -464,27 +468,16 @@ def prompts_delete(app: App, name: str) -> None:
 def people_away(app: App, email: str, back: str | None, is_back: bool) -> None:
     """Mark someone on leave: no questions, prompts or reminders until they are back."""
     from mailgate import directory
-    from mailgate.directory import record
 
     if bool(back) == is_back:
         raise CLIError("give either --until YYYY-MM-DD or --back")
     if back:
         try:
-            date.fromisoformat(back)
+            back = date.fromisoformat(back).isoformat()  # stored and compared as YYYY-MM-DD
         except ValueError:
             raise CLIError(f"invalid --until {back!r}: use YYYY-MM-DD") from None
     with app.session() as session:
-        person = directory.get_person(session, email)
-        before = {"away_until": person.away_until}
-        person.away_until = back if back else None
-        record(
-            session,
-            actor(),
-            "person.away",
-            f"person:{person.primary_address}",
-            before,
-            {"away_until": person.away_until},
-        )
+        directory.set_away(session, actor(), email, back or None)
     click.echo(f"{email}: away until {back}" if back else f"{email}: back")
 
 

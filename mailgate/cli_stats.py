@@ -87,26 +87,30 @@ def stats_command(
 
 
 def _rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    from digests.engagement import percent
+    from digests.engagement import WHY_NO_MEMBERS, duration, percent, rate_text
 
     question, prompt = data["response_rate"]["question"], data["response_rate"]["prompt"]
-    hours = data["median_hours_to_first_answer"]
     rows: list[list[Any]] = [
         ["members", data["members"]],
         ["active members", data["active_members"]],
-        ["participation", percent(data["participation"])],
+        ["participation", percent(data["participation"], WHY_NO_MEMBERS)],
         ["posts", data["posts"]],
         ["replies", data["replies"]],
         ["new discussions", data["new_discussions"]],
         ["cross-department discussions", data["cross_department_discussions"]],
         [
             "questions answered",
-            f"{percent(question['rate'])} ({question['answered']}/{question['sent']})",
+            rate_text(question["rate"], question["answered"], question["sent"], "questions"),
         ],
-        ["prompts answered", f"{percent(prompt['rate'])} ({prompt['answered']}/{prompt['sent']})"],
-        ["median hours to first answer", "n/a" if hours is None else f"{hours:.1f}"],
+        [
+            "prompts answered",
+            rate_text(prompt["rate"], prompt["answered"], prompt["sent"], "prompts"),
+        ],
+        ["median time to first answer", duration(data["median_hours_to_first_answer"])],
         ["unanswered questions", data["unanswered_questions"]],
     ]
+    if data["other_authors"]:
+        rows.insert(2, ["other authors (not members)", data["other_authors"]])
     rows += [
         [f"week {w['week']}", f"{w['authors']} authors, {w['posts']} posts"] for w in data["weekly"]
     ]

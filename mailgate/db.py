@@ -89,18 +89,27 @@ def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def insert_ignoring_duplicates(session: Session, model: Any, values: list[dict[str, Any]]) -> int:
     """INSERT … ON CONFLICT DO NOTHING on both engines; returns rows inserted."""
+    # The table, not the mapped class: an ORM-enabled INSERT returns a result without a
+    # rowcount, so every caller counted 0 new rows (``ask tick`` printed "reminders: 0"
+    # while reminders went out, issue 17).
+    table = getattr(model, "__table__", model)
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects import postgresql
 
-        statement: Any = postgresql.insert(model).on_conflict_do_nothing()
+        statement: Any = postgresql.insert(table).on_conflict_do_nothing()
     else:
         from sqlalchemy.dialects import sqlite
 
-        statement = sqlite.insert(model).on_conflict_do_nothing()
-    # One row as parameters, not a one-item list: an executemany reports no rowcount on
-    # some drivers, and callers log how many rows were new.
-    result = session.execute(statement, values[0] if len(values) == 1 else values)
-    return int(getattr(result, "rowcount", 0) or 0)
+        statement = sqlite.insert(table).on_conflict_do_nothing()
+    # Count what RETURNING gives back, not rowcount: with psycopg (SQLAlchemy 2.1) the
+    # rowcount of these inserts reads -1, and callers count how many rows were new.
+    # Multi-row VALUES in chunks of 500 keep a statement under SQLite's 32,766 bound
+    # parameters for any of our tables.
+    statement = statement.returning(*table.primary_key.columns)
+    inserted = 0
+    for start in range(0, len(values), 500):
+        inserted += len(session.execute(statement.values(values[start : start + 500])).all())
+    return inserted
 
 
 def alembic_config(url: str) -> Any:

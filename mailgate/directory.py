@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from mailgate.addressing import SlugError, check_slug
@@ -143,9 +143,16 @@ def record(
 def audit_entries(
     session: Session, *, limit: int = 50, target: str | None = None
 ) -> Sequence[AuditEntry]:
+    """Newest first. ``target`` matches itself and everything under it: ``list:eng``
+    also finds ``list:eng/alice@corp.example`` (member and role changes), never
+    ``list:engineering``."""
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
     if target:
-        query = query.where(AuditEntry.target == target)
+        target = target.rstrip("/")
+        under = target.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(
+            or_(AuditEntry.target == target, AuditEntry.target.like(f"{under}/%", escape="\\"))
+        )
     return session.scalars(query).all()
 
 
@@ -175,6 +182,7 @@ def person_snapshot(person: Person) -> dict[str, Any]:
         "digest_hour": person.digest_hour,
         "digest_weekdays_only": person.digest_weekdays_only,
         "daily_summary": person.daily_summary,
+        "away_until": person.away_until,
     }
 
 
@@ -390,6 +398,19 @@ def add_address(session: Session, actor: str, email: str, extra: str) -> Person:
     return person
 
 
+def set_away(session: Session, actor: str, email: str, until: str | None) -> Person:
+    """Mark a person away until ``until`` (YYYY-MM-DD, the first day back) or back
+    (None): no questions, prompts or reminders meanwhile. Audited as ``person.away``
+    with the person's snapshot before and after, like every other directory change."""
+    person = get_person(session, email)
+    before = person_snapshot(person)
+    person.away_until = until
+    after = person_snapshot(person)
+    if after != before:
+        record(session, actor, "person.away", f"person:{person.primary_address}", before, after)
+    return person
+
+
 # ---------------------------------------------------------------- memberships
 
 
@@ -503,6 +524,55 @@ def site_roles(session: Session, person: Person) -> list[str]:
         str(r)
         for r in session.scalars(select(PersonRole.role).where(PersonRole.person_id == person.id))
     )
+
+
+@dataclass(frozen=True)
+class RoleHolder:
+    """One role held: a site role (``scope`` "site") or a list role (``scope`` the slug)."""
+
+    scope: str
+    role: str
+    email: str
+    name: str
+
+
+def role_holders(session: Session, *, slug: str | None = None) -> list[RoleHolder]:
+    """Who holds which role (``mailgate roles list``): site roles, then each list's
+    owners, moderators and announce posters, in scope, role and address order. Plain
+    members are not a role. ``slug`` keeps one list's roles only."""
+    primary = Address.is_primary.is_(True)
+    rows: list[RoleHolder] = []
+    if slug is None:
+        rows += [
+            RoleHolder("site", str(role), email, name)
+            for role, email, name in session.execute(
+                select(PersonRole.role, Address.email, Person.name)
+                .join(Person, Person.id == PersonRole.person_id)
+                .join(Address, (Address.person_id == Person.id) & primary)
+            )
+        ]
+    list_filter = [MailingList.slug == get_list(session, slug).slug] if slug else []
+    rows += [
+        RoleHolder(list_slug, str(role), email, name)
+        for list_slug, role, email, name in session.execute(
+            select(MailingList.slug, Membership.role, Address.email, Person.name)
+            .join(Membership, Membership.list_id == MailingList.id)
+            .join(Person, Person.id == Membership.person_id)
+            .join(Address, (Address.person_id == Person.id) & primary)
+            .where(Membership.role != Role.MEMBER, *list_filter)
+        )
+    ]
+    rows += [
+        RoleHolder(list_slug, "poster", email, name)
+        for list_slug, email, name in session.execute(
+            select(MailingList.slug, Address.email, Person.name)
+            .join(AllowedPoster, AllowedPoster.list_id == MailingList.id)
+            .join(Person, Person.id == AllowedPoster.person_id)
+            .join(Address, (Address.person_id == Person.id) & primary)
+            .where(*list_filter)
+        )
+    ]
+    return sorted(rows, key=lambda r: (r.scope != "site", r.scope, r.role, r.email))
 
 
 def grant_role(

@@ -44,11 +44,13 @@ from mailgate.models import (
     OutboxEntry,
     PendingAction,
     Person,
+    PersonRole,
     Post,
     Question,
     RawMessage,
     RawStatus,
     Role,
+    SiteRole,
     StoredAttachment,
     utcnow,
 )
@@ -976,7 +978,7 @@ def _handle_request(
     if command == "subscribe":
         if viewer.is_member:
             return _refuse(session, row, reading, ctx, shown, "already-member", facts, ml)
-        if person is None or not access.may_read(access.ListFacts.of(ml), viewer_as_reader(viewer)):
+        if not access.may_subscribe(access.ListFacts.of(ml), viewer):
             return _refuse(session, row, reading, ctx, shown, "subscribe-not-allowed", facts, ml)
     elif not viewer.is_member:
         return _refuse(session, row, reading, ctx, shown, "not-a-member", facts, ml)
@@ -1000,11 +1002,6 @@ def _handle_request(
         force=True,
     )
     return Outcome(shown, RawStatus.HELD, "awaiting-confirmation", {**facts, "pending": pending.id})
-
-
-def viewer_as_reader(viewer: access.Viewer) -> access.Viewer:
-    """May this person read the list if they joined? Company lists: yes; others: no."""
-    return access.Viewer(person_id=viewer.person_id, active=viewer.active, role=None)
 
 
 def _confirm_token(ctx: IngestContext, pending_id: int) -> str:
@@ -1049,7 +1046,22 @@ def _handle_confirm(
         force=True,
     )
     apply_membership_command(session, ml, person, pending.action)
+    _settle_held_command(session, pending, row.id)
     return Outcome(shown, RawStatus.PROCESSED, f"confirmed-{pending.action}", facts)
+
+
+def _settle_held_command(session: Session, pending: PendingAction, confirmed_by: int) -> None:
+    """The command mail held for this confirmation is done: processed, "confirmed-<action>"
+    (issue 17: it stayed "held / awaiting-confirmation" in ``inbound list`` for ever)."""
+    held = session.get(RawMessage, pending.raw_id, with_for_update=True) if pending.raw_id else None
+    if held is None or held.status is not RawStatus.HELD:
+        return
+    held.status = RawStatus.PROCESSED
+    held.reason = f"confirmed-{pending.action}"
+    held.explanation = {
+        **(held.explanation or {}),
+        "confirmed": {"pending": pending.id, "by_raw": confirmed_by, "action": pending.action},
+    }
 
 
 def apply_membership_command(
@@ -1264,8 +1276,37 @@ def _refuse(
     if facts.get("details"):
         context["details"] = str(facts["details"])
     to = reading.sender.address if reading.sender else row.mail_from
+    if ml is not None and reason in JOIN_ADVICE_REASONS:
+        context.update(_join_advice(session, ml, to))
     _notice(session, row, reading, ctx, to, reason, context)
     return Outcome(shown, RawStatus.REJECTED, reason, facts)
+
+
+JOIN_ADVICE_REASONS = frozenset({"not-a-member", "subscribe-not-allowed"})
+
+
+def _join_advice(session: Session, ml: MailingList, address: str) -> dict[str, Any]:
+    """How the addressee of a notice can join ``ml``: "subscribe" only when the -request
+    handler would accept it (``access.may_subscribe``, the same decision); otherwise
+    whom to ask — the list's owners, or the admins when it has none (issue 17)."""
+    person = _person_by_address(session, address)
+    if access.may_subscribe(access.ListFacts.of(ml), viewer_of(session, ml, person)):
+        return {"may_subscribe": True, "owners": ""}
+    primary = Address.is_primary.is_(True)
+    owners = session.scalars(
+        select(Address.email)
+        .join(Membership, (Membership.person_id == Address.person_id) & primary)
+        .where(Membership.list_id == ml.id, Membership.role == Role.OWNER)
+        .order_by(Address.email)
+    ).all()
+    if not owners:
+        owners = session.scalars(
+            select(Address.email)
+            .join(PersonRole, (PersonRole.person_id == Address.person_id) & primary)
+            .where(PersonRole.role == SiteRole.ADMIN)
+            .order_by(Address.email)
+        ).all()
+    return {"may_subscribe": False, "owners": ", ".join(owners)}
 
 
 def _notice(

@@ -64,6 +64,10 @@ def notice_context(address: str, stored: dict[str, Any], domain: str) -> dict[st
         "member": stored.get("member", ""),
         "member_name": stored.get("member_name", ""),
         "details": stored.get("details", ""),
+        # How to join (not-a-member, subscribe-not-allowed): "subscribe" only when the
+        # -request handler would accept it, else whom to ask (ingest._join_advice).
+        "may_subscribe": bool(stored.get("may_subscribe", True)),
+        "owners": stored.get("owners", ""),
         "mandatory": bool(stored.get("mandatory", False)),
         "help_address": command_address(slug, domain) if slug else f"postmaster@{domain}",
         "confirm_address": (

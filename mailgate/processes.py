@@ -34,6 +34,14 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def warn_about_settings(settings: Settings) -> None:
+    """Settings that work but quietly do less than expected, said once at start-up."""
+    warning = settings.one_click_warning()
+    if warning:
+        # ``mailgate run`` starts ``serve`` as a child: its output shows this too.
+        log.warning("mailgate: warning: %s", warning)
+
+
 def serve(settings: Settings, *, ready: threading.Event | None = None) -> None:
     """Run the SMTP gateway until SIGINT/SIGTERM."""
     from mailgate.db import make_engine, make_sessionmaker
@@ -41,6 +49,7 @@ def serve(settings: Settings, *, ready: threading.Event | None = None) -> None:
     from mailgate.smtp import GatewayController, GatewayHandler, Limits
     from worker.runtime import publish_ingest
 
+    warn_about_settings(settings)
     factory = make_sessionmaker(make_engine(settings.database_url))
     inbox = SqlInbox(factory, publish=publish_ingest)
     after_commit = None

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from mailgate import access
 from mailgate.asking import parse_not_yet
 from mailgate.db import insert_ignoring_duplicates
-from mailgate.directory import find_person
+from mailgate.directory import find_person, person_snapshot, record
 from mailgate.local_time import first_instant_at, local_date, next_sensible_time, zone
 from mailgate.models import (
     AnswerVisibility,
@@ -207,6 +207,44 @@ def question_facts(
     if not count_answers:
         return facts
     return replace(facts, answerers=answerer_count(session, question, facts.leaders))
+
+
+def audience_size(session: Session, audience: access.AnswerAudience, list_id: int) -> int:
+    """How many people ``audience`` lets see a reply (for the line that says so): the
+    same people :meth:`access.AnswerAudience.includes` admits — everyone active for a
+    list open to the company; the list's active members and the named people for a
+    list; only the named people otherwise."""
+    named = set(
+        session.scalars(
+            select(Person.id).where(Person.id.in_(sorted(audience.people)), Person.active.is_(True))
+        )
+    )
+    if audience.scope is access.AnswerScope.COMPANY:
+        return int(
+            session.scalar(select(func.count(Person.id)).where(Person.active.is_(True))) or 0
+        )
+    if audience.scope is access.AnswerScope.NAMED_ONLY:
+        return len(named)
+    members = set(
+        session.scalars(
+            select(Membership.person_id)
+            .join(Person, Person.id == Membership.person_id)
+            .where(Membership.list_id == list_id, Person.active.is_(True))
+        )
+    )
+    return len(members | named)
+
+
+def leader_names(session: Session, facts: access.QuestionFacts) -> list[tuple[int, str]]:
+    """The asker and the people they named, as (id, name), the asker first."""
+    ids = sorted(facts.viewers - {facts.asker_id})
+    if facts.asker_id is not None:
+        ids.insert(0, facts.asker_id)
+    found = {
+        p.id: p.name or p.primary_address
+        for p in session.scalars(select(Person).where(Person.id.in_(ids)))
+    }
+    return [(pid, found[pid]) for pid in ids if pid in found]
 
 
 def first_post_id(session: Session, discussion_id: int) -> int | None:
@@ -599,7 +637,11 @@ def note_return_date(session: Session, person_id: int, back: date) -> bool:
         return False
     if person.away_until and person.away_until >= back.isoformat():
         return False
+    before = person_snapshot(person)
     person.away_until = back.isoformat()
+    # Audited like ``mailgate people away``: who is paused, since when and why (issue 17).
+    target = f"person:{person.primary_address}"
+    record(session, "mail:out-of-office", "person.away", target, before, person_snapshot(person))
     return True
 
 

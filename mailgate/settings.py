@@ -86,6 +86,31 @@ class Settings:
             f"{', '.join(sorted(self.authserv_ids))}; otherwise {dkim_only}"
         )
 
+    @property
+    def one_click(self) -> bool:
+        """Whether copies and digests carry RFC 8058 one-click (List-Unsubscribe-Post),
+        which ``mailgate.copies`` and ``digests.compose`` add only for an https link."""
+        return self.base_url is not None and self.base_url.startswith("https://")
+
+    def unsubscribe_links(self) -> str:
+        """What the List-Unsubscribe fields of copies and digests carry, in one sentence
+        (``mailgate config``, and a warning at start-up when one-click is off)."""
+        if self.base_url is None:
+            return "mailto only: MAILGATE_BASE_URL is unset, so no one-click link"
+        if not self.base_url.startswith("https://"):
+            return (
+                f"mailto and {self.base_url}/u/… without List-Unsubscribe-Post: one-click "
+                "(RFC 8058) needs an https MAILGATE_BASE_URL, so Gmail and Yahoo show no "
+                "unsubscribe button"
+            )
+        return f"mailto and one-click {self.base_url}/u/… (List-Unsubscribe-Post)"
+
+    def one_click_warning(self) -> str | None:
+        """The start-up warning for an http base URL (issue 17: it was silent)."""
+        if self.base_url is None or self.one_click:
+            return None
+        return f"unsubscribe links: {self.unsubscribe_links()}"
+
     def company_scope(self) -> str:
         """Who is in the company, in one sentence (``mailgate config``): the directory
         decides, never the domain; the company domains only name the company."""

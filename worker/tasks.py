@@ -117,20 +117,27 @@ def digest_tick() -> int:
     return publish_due_digests()
 
 
-def publish_due_digests() -> int:
-    due = due_now(runtime.session_factory(), utcnow())
+def publish_due_digests(now: datetime | None = None) -> int:
+    """The digest scheduler step; ``now`` (``mailgate digest send-due --now``) runs it as
+    of that instant, and the batches are built and recorded as of it too."""
+    due = due_now(runtime.session_factory(), now or utcnow())
+    extra = [now.isoformat()] if now else []
     for start in range(0, len(due), DIGEST_BATCH):
         batch = due[start : start + DIGEST_BATCH]
-        runtime.publish("mailgate.digests", [[[pid, d.isoformat()] for pid, d in batch]])
+        runtime.publish("mailgate.digests", [[[pid, d.isoformat()] for pid, d in batch], *extra])
     return len(due)
 
 
 @app.task(name="mailgate.digests", autoretry_for=(OperationalError,), **RETRY)
-def digests(batch: list[list[object]]) -> None:
+def digests(batch: list[list[object]], now: str | None = None) -> None:
     """Build and send the digests of one batch of (person id, local date)."""
     due = [(int(str(pid)), date.fromisoformat(str(day))) for pid, day in batch]
     send_digests(
-        runtime.session_factory(), due, mail=runtime.digest_mail(), relay=runtime.signed_mailer()
+        runtime.session_factory(),
+        due,
+        mail=runtime.digest_mail(),
+        relay=runtime.signed_mailer(),
+        now=datetime.fromisoformat(now) if now else None,
     )
 
 

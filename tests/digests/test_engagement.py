@@ -413,6 +413,7 @@ def test_gather_and_compute_for_the_company(session) -> None:  # type: ignore[no
         "until": "2026-03-18T12:00:00+00:00",
         "members": 4,  # active people: Eve is not
         "active_members": 4,
+        "other_authors": 0,
         "participation": 1.0,
         "posts": 6,
         "replies": 4,
@@ -455,6 +456,8 @@ def test_gather_and_compute_for_one_list(session) -> None:  # type: ignore[no-un
     sales_stats = compute_stats(
         gather_engagement(session, list_id=sales.id, since=SINCE, now=NOW), SINCE, NOW
     )
-    assert (sales_stats.members, sales_stats.posts, sales_stats.active_members) == (1, 2, 2)
+    # Two authors, one of them not in sales: participation stays at 100 % (issue 17).
+    assert (sales_stats.members, sales_stats.posts, sales_stats.active_members) == (1, 2, 1)
+    assert sales_stats.other_authors == 1 and sales_stats.participation == 1.0
     assert sales_stats.median_hours_to_first_answer == 10.0
     assert sales_stats.questions.sent == 1  # Eve's ask was never sent

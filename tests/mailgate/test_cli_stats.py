@@ -108,7 +108,7 @@ def test_table_output(world) -> None:  # type: ignore[no-untyped-def]
     assert "Engagement in list eng since" in out
     for figure in ("active members", "cross-department discussions", "questions answered"):
         assert figure in out
-    assert "n/a (0/0)" in out  # no questions were asked
+    assert "– (no questions sent in this window)" in out  # no questions were asked
     assert "week " in out and " posts" in out  # one row per ISO week
 
 

@@ -294,6 +294,8 @@ def question_context(kind: str, subject: str, name: str, mid: str, prompt: bool)
     return {
         "name": name,
         "asker": name,
+        "sender": f"{name} (via Mailgate)",
+        "audience_line": subject,
         "subject": subject,
         "question": subject,
         "audience": name,
@@ -307,6 +309,8 @@ def question_context(kind: str, subject: str, name: str, mid: str, prompt: bool)
         "is_asker": kind == "followup-due",
         "followup_due": date(2026, 12, 11),
         "followup_text": subject,
+        "followup_is_question": False,
+        "followup_author": name,
         "answer_text": subject,
         "first_message_id": mid,
         "thread_message_id": mid,

@@ -113,6 +113,9 @@ def test_weekly_prompt_rotates_and_rounds_up(  # type: ignore[no-untyped-def]
 
     # Week two: a different question, and the member back from leave is asked too.
     relay_sink.messages.clear()
+    # Each in their own working hours: a run first seen at 17:31 in Tokyo would wait for
+    # Tuesday morning there (issue 17), so the step runs in Tokyo's morning too.
+    tick(processes, env, tmp_path, monday + timedelta(days=7, minutes=40))
     tick(processes, env, tmp_path, monday + timedelta(days=7, hours=8, minutes=31))
     everyone = set(TOKYO) | set(BERLIN)
     wait_for(lambda: set(mails(relay_sink, "ask")) == everyone, timeout=60, what="week two")
