@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from mailgate import access, questions
 from mailgate.addressing import AddressKind, decode_recipient, redact_address
 from mailgate.classify import MailClass, OurAddresses
-from mailgate.loops import MAX_PER_DISCUSSION_HOUR, RATE_WINDOW, RecentPost, loop_reason
+from mailgate.loops import RATE_WINDOW, REPEAT_WINDOW, loop_reason
 from mailgate.models import (
     Address,
     AllowedPoster,
@@ -471,17 +471,22 @@ def _hold_loop(
     """Hold a post that looks like a robot loop (``mailgate.loops``) and tell the list's
     owners; never the sender, who may be the robot. None: post it."""
     now = ctx.now()
-    recent = [
-        RecentPost(r.text, r.discussion_id, r.created_at)
-        for r in session.connection().execute(
-            select(_POSTS.c.text, _POSTS.c.discussion_id, _POSTS.c.created_at)
-            .where(_POSTS.c.author_id == person.id, _POSTS.c.created_at >= now - RATE_WINDOW)
-            .order_by(_POSTS.c.id.desc())
-            .limit(4 * MAX_PER_DISCUSSION_HOUR)
-        )
-    ]
     assert reading.body is not None
-    reason = loop_reason(reading.body.text, choice.discussion_id, recent, now)
+    text = _storable(reading.body.text)  # as store_post writes it: equal texts compare equal
+    # Two counts over the author's last hour (ix_posts_author_created); no text travels.
+    repeats, in_discussion = (
+        session.connection()
+        .execute(
+            select(
+                func.count().filter(
+                    _POSTS.c.text == text, _POSTS.c.created_at >= now - REPEAT_WINDOW
+                ),
+                func.count().filter(_POSTS.c.discussion_id == choice.discussion_id),
+            ).where(_POSTS.c.author_id == person.id, _POSTS.c.created_at >= now - RATE_WINDOW)
+        )
+        .one()
+    )
+    reason = loop_reason(text, repeats, in_discussion if choice.discussion_id else 0)
     if reason is None:
         return None
     owners = session.scalars(

@@ -1,7 +1,7 @@
 """Loop guard: posts that look like a robot answering our own copies (ingest, pure).
 
-Input: the text of a new post, its discussion (None for a new one), and what the same
-author posted in the last hour (:class:`RecentPost`). Output: ``None`` (post it) or the
+Input: the text of a new post and two counts of what the same author posted lately (the
+same text, and posts in the same discussion). Output: ``None`` (post it) or the
 reason to hold it for the list owner: ``held-repeated-text`` or ``held-post-rate``.
 
 Why: an autoresponder that answers every copy through its Reply-To without
@@ -19,9 +19,7 @@ told. Short texts ("Thanks!", "Agreed") are exempt from the repeat rule.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 REPEAT_WINDOW = timedelta(minutes=30)
 RATE_WINDOW = timedelta(hours=1)
@@ -29,33 +27,19 @@ MAX_PER_DISCUSSION_HOUR = 10
 MIN_REPEAT_CHARS = 40  # shorter texts repeat innocently ("Thanks!", "+1 from me")
 
 
-@dataclass(frozen=True)
-class RecentPost:
-    text: str
-    discussion_id: int
-    created_at: datetime  # aware
-
-
 def normalised(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def loop_reason(
-    text: str, discussion_id: int | None, recent: Sequence[RecentPost], now: datetime
-) -> str | None:
-    """Why this post looks like a loop, or None. ``recent``: the author's posts of the
-    last ``RATE_WINDOW`` (any order)."""
-    mine = normalised(text)
-    if len(mine) >= MIN_REPEAT_CHARS and any(
-        now - post.created_at <= REPEAT_WINDOW and normalised(post.text) == mine for post in recent
-    ):
+def loop_reason(text: str, repeats: int, in_discussion: int) -> str | None:
+    """Why this post looks like a loop, or None.
+
+    ``repeats``: the author's posts of the last ``REPEAT_WINDOW`` with exactly this text;
+    ``in_discussion``: their posts in this discussion in the last ``RATE_WINDOW`` (0 for a
+    new discussion). The database counts both (``ingest._hold_loop``), so no text travels.
+    """
+    if repeats > 0 and len(normalised(text)) >= MIN_REPEAT_CHARS:
         return "held-repeated-text"
-    if discussion_id is not None:
-        in_discussion = sum(
-            1
-            for post in recent
-            if post.discussion_id == discussion_id and now - post.created_at <= RATE_WINDOW
-        )
-        if in_discussion >= MAX_PER_DISCUSSION_HOUR:
-            return "held-post-rate"
+    if in_discussion >= MAX_PER_DISCUSSION_HOUR:
+        return "held-post-rate"
     return None
